@@ -1,0 +1,1 @@
+"""Everything in dropreel that touches the world: watcher, scheduler, providers, CLI."""

@@ -1,0 +1,432 @@
+"""The store: the one writer of job state, and the queries the daemon and CLI need.
+
+Every state change is `transition()`: ONE transaction that compare-and-sets the job row
+on its `version` and appends one `job_transitions` row. A lost race raises StaleJob and
+writes nothing. Records come back as frozen dataclasses, detached from any session.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import json
+import uuid
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, fields
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, Engine, bindparam, func, insert, select, update
+
+from state.clock import Clock, SystemClock
+from state.db import check_and_migrate, make_engine, normalize_url, sqlite_path
+from state.errors import AmbiguousJobId, DatabaseRefused, JobNotFound, StaleJob
+from state.lifecycle import LIVE_STATES, JobEvent, JobState, apply
+from state.models import InputBlob, Job, JobTransition
+
+jobs_t = Job.__table__
+transitions_t = JobTransition.__table__
+blobs_t = InputBlob.__table__
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    id: str
+    source_path: str
+    input_sha256: str
+    params: dict[str, Any]
+    content_key: str
+    provider: str
+    state: str
+    attempt: int
+    remote_task_id: str | None
+    external_task_id: str | None
+    create_sent_at: datetime | None
+    video_url: str | None
+    output_path: str | None
+    error_code: str | None
+    error_message: str | None
+    next_action_at: datetime | None
+    deadline_at: datetime | None
+    poll_count: int
+    recoveries: int
+    created_at: datetime
+    updated_at: datetime
+    version: int
+
+    @property
+    def is_final(self) -> bool:
+        return JobState(self.state).is_final
+
+
+@dataclass(frozen=True)
+class TransitionRecord:
+    id: int
+    job_id: str
+    attempt: int
+    from_state: str | None
+    to_state: str
+    event: str
+    at: datetime
+    detail: dict[str, Any] | None
+
+
+_JOB_FIELDS = [f.name for f in fields(JobRecord)]
+# Columns a caller may set alongside a transition or in update(); the rest are the store's.
+SETTABLE = frozenset(_JOB_FIELDS) - {
+    "id",
+    "state",
+    "attempt",
+    "version",
+    "created_at",
+    "updated_at",
+    "input_sha256",
+    "content_key",
+}
+_job_columns = [jobs_t.c[name] for name in _JOB_FIELDS]
+# Statements built once: building them per call costs more than executing them.
+_SELECT_JOB = select(*_job_columns).where(jobs_t.c.id == bindparam("b_id"))
+_SELECT_JOB_FOR_UPDATE = _SELECT_JOB.with_for_update()
+_CAS_JOB = update(jobs_t).where(
+    jobs_t.c.id == bindparam("b_id"), jobs_t.c.version == bindparam("b_version")
+)
+_INSERT_TRANSITION = insert(transitions_t)
+
+
+def new_job_id() -> str:
+    return uuid.uuid4().hex
+
+
+def content_key(sha256: str, params: dict[str, Any]) -> str:
+    """Identity of "this image with these parameters": equal keys are the same work."""
+    canonical = json.dumps(params, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(f"{sha256}\n{canonical}".encode()).hexdigest()
+
+
+class Store:
+    def __init__(self, engine: Engine, clock: Clock | None = None) -> None:
+        self.engine = engine
+        self.clock: Clock = clock or SystemClock()
+        self._writer = engine.execution_options(sqlite_immediate=True)
+
+    @classmethod
+    def open(
+        cls,
+        url: str,
+        *,
+        clock: Clock | None = None,
+        create: bool = True,
+        migrate: bool = True,
+        synchronous: str = "FULL",
+    ) -> Store:
+        """Open (and by default create and migrate) the database at `url` or file path.
+
+        With create=False a missing SQLite file raises DatabaseRefused("missing") instead
+        of creating an empty database (read-only commands use this)."""
+        url = normalize_url(url)
+        path = sqlite_path(url)
+        if path is not None:
+            if not path.exists() and not create:
+                raise DatabaseRefused("missing", f"no database at {path}")
+            path.parent.mkdir(parents=True, exist_ok=True)
+        engine = make_engine(url, synchronous=synchronous)
+        try:
+            check_and_migrate(engine, migrate=migrate)
+        except BaseException:
+            engine.dispose()
+            raise
+        return cls(engine, clock)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    @contextmanager
+    def _write(self) -> Iterator[Connection]:
+        with self._writer.begin() as conn:
+            yield conn
+
+    @contextmanager
+    def _read(self) -> Iterator[Connection]:
+        with self.engine.connect() as conn:
+            yield conn
+
+    # -- input bytes -------------------------------------------------------------------
+
+    def _put_blob(self, conn: Connection, data: bytes, media_type: str) -> str:
+        sha = hashlib.sha256(data).hexdigest()
+        exists = conn.execute(select(blobs_t.c.sha256).where(blobs_t.c.sha256 == sha)).first()
+        if exists is None:
+            conn.execute(
+                insert(blobs_t).values(
+                    sha256=sha,
+                    size=len(data),
+                    media_type=media_type,
+                    data=data,
+                    created_at=self.clock.now(),
+                )
+            )
+        return sha
+
+    def get_blob(self, sha256: str) -> bytes:
+        with self._read() as conn:
+            data = conn.execute(select(blobs_t.c.data).where(blobs_t.c.sha256 == sha256)).scalar()
+        if data is None:
+            raise JobNotFound(f"no stored input with sha256 {sha256}")
+        return bytes(data)
+
+    # -- writes ------------------------------------------------------------------------
+
+    def create_job(
+        self,
+        *,
+        source_path: str,
+        data: bytes,
+        media_type: str,
+        params: dict[str, Any],
+        provider: str,
+        job_id: str | None = None,
+        detail: dict[str, Any] | None = None,
+        next_action_at: datetime | None = None,
+    ) -> JobRecord:
+        """Record the input bytes and a new `queued` job, with its first history row."""
+        job_id = job_id or new_job_id()
+        now = self.clock.now()
+        with self._write() as conn:
+            sha = self._put_blob(conn, data, media_type)
+            values: dict[str, Any] = {
+                "id": job_id,
+                "source_path": source_path,
+                "input_sha256": sha,
+                "params": params,
+                "content_key": content_key(sha, params),
+                "provider": provider,
+                "state": JobState.QUEUED.value,
+                "attempt": 1,
+                "remote_task_id": None,
+                "external_task_id": None,
+                "create_sent_at": None,
+                "video_url": None,
+                "output_path": None,
+                "error_code": None,
+                "error_message": None,
+                "next_action_at": next_action_at or now,
+                "deadline_at": None,
+                "poll_count": 0,
+                "recoveries": 0,
+                "created_at": now,
+                "updated_at": now,
+                "version": 1,
+            }
+            conn.execute(insert(jobs_t).values(**values))
+            conn.execute(
+                insert(transitions_t).values(
+                    job_id=job_id,
+                    attempt=1,
+                    from_state=None,
+                    to_state=JobState.QUEUED.value,
+                    event=JobEvent.CREATED.value,
+                    at=now,
+                    detail=detail,
+                )
+            )
+        return JobRecord(**values)
+
+    def transition(
+        self,
+        job_id: str,
+        event: JobEvent | str,
+        *,
+        expected_version: int | None = None,
+        detail: dict[str, Any] | None = None,
+        **changes: Any,
+    ) -> JobRecord:
+        """Apply `event` to the job in one transaction and return the new record.
+
+        `expected_version` is the version the caller based its decision on; if the row
+        has moved on, StaleJob is raised and nothing is written. IllegalTransition if the
+        life cycle forbids the event; JobNotFound if there is no such job."""
+        event = JobEvent(event)
+        self._check_settable(changes)
+        with self._write() as conn:
+            row = self._locked_row(conn, job_id)
+            if expected_version is not None and row["version"] != expected_version:
+                raise StaleJob(job_id, expected_version, row["version"])
+            new_state = apply(row["state"], event, job_id)
+            now = self.clock.now()
+            values: dict[str, Any] = {}
+            attempt = row["attempt"]
+            if event is JobEvent.RETRY:
+                attempt += 1
+                values.update(
+                    error_code=None,
+                    error_message=None,
+                    create_sent_at=None,
+                    next_action_at=now,
+                    deadline_at=None,
+                    output_path=None,
+                    poll_count=0,
+                    recoveries=0,
+                )
+            values.update(changes)
+            values.update(
+                state=new_state.value, attempt=attempt, updated_at=now, version=row["version"] + 1
+            )
+            self._cas(conn, job_id, row["version"], values)
+            conn.execute(
+                _INSERT_TRANSITION,
+                {
+                    "job_id": job_id,
+                    "attempt": attempt,
+                    "from_state": row["state"],
+                    "to_state": new_state.value,
+                    "event": event.value,
+                    "at": now,
+                    "detail": detail,
+                },
+            )
+        return JobRecord(**{**row, **values})
+
+    def update(self, job_id: str, expected_version: int, **changes: Any) -> JobRecord:
+        """Compare-and-set bookkeeping columns (next action time, poll count…) without a
+        state change and without a history row. StaleJob if the version moved on."""
+        self._check_settable(changes)
+        with self._write() as conn:
+            row = self._locked_row(conn, job_id)
+            if row["version"] != expected_version:
+                raise StaleJob(job_id, expected_version, row["version"])
+            values = {**changes, "updated_at": self.clock.now(), "version": expected_version + 1}
+            self._cas(conn, job_id, expected_version, values)
+        return JobRecord(**{**row, **values})
+
+    def _locked_row(self, conn: Connection, job_id: str) -> dict[str, Any]:
+        # FOR UPDATE on PostgreSQL; SQLite's BEGIN IMMEDIATE already serialises writers.
+        query = _SELECT_JOB_FOR_UPDATE if conn.dialect.name == "postgresql" else _SELECT_JOB
+        row = conn.execute(query, {"b_id": job_id}).mappings().first()
+        if row is None:
+            raise JobNotFound(f"no job {job_id}")
+        return dict(row)
+
+    def _cas(self, conn: Connection, job_id: str, version: int, values: dict[str, Any]) -> None:
+        result = conn.execute(_CAS_JOB, {"b_id": job_id, "b_version": version, **values})
+        if result.rowcount != 1:
+            raise StaleJob(job_id, version, None)
+
+    @staticmethod
+    def _check_settable(changes: dict[str, Any]) -> None:
+        bad = set(changes) - SETTABLE
+        if bad:
+            raise TypeError(f"not settable through the store: {', '.join(sorted(bad))}")
+
+    # -- reads -------------------------------------------------------------------------
+
+    def get(self, job_id: str) -> JobRecord:
+        with self._read() as conn:
+            row = conn.execute(_SELECT_JOB, {"b_id": job_id}).first()
+        if row is None:
+            raise JobNotFound(f"no job {job_id}")
+        return JobRecord(*row)
+
+    def resolve(self, id_or_prefix: str) -> JobRecord:
+        """A job by full id or unique prefix (AmbiguousJobId / JobNotFound otherwise)."""
+        prefix = id_or_prefix.strip().lower()
+        if not prefix or not all(c in "0123456789abcdef" for c in prefix):
+            raise JobNotFound(f"'{id_or_prefix}' is not a job id (ids are hexadecimal)")
+        with self._read() as conn:
+            rows = conn.execute(
+                select(*_job_columns)
+                .where(jobs_t.c.id >= prefix, jobs_t.c.id < prefix + "g")
+                .order_by(jobs_t.c.id)
+                .limit(11)
+            ).all()
+        if not rows:
+            raise JobNotFound(f"no job matches '{id_or_prefix}'")
+        exact = [r for r in rows if r.id == prefix]
+        if len(rows) > 1 and not exact:
+            raise AmbiguousJobId(prefix, [r.id for r in rows])
+        return JobRecord(*(exact or rows)[0])
+
+    def history(self, job_id: str) -> list[TransitionRecord]:
+        with self._read() as conn:
+            rows = conn.execute(
+                select(transitions_t)
+                .where(transitions_t.c.job_id == job_id)
+                .order_by(transitions_t.c.id)
+            ).all()
+        return [TransitionRecord(*r) for r in rows]
+
+    def due_jobs(self, now: datetime, limit: int = 1000) -> list[JobRecord]:
+        """Live jobs whose next action time has come, earliest first."""
+        return self._select(
+            jobs_t.c.state.in_([s.value for s in LIVE_STATES]),
+            jobs_t.c.next_action_at <= now,
+            order=jobs_t.c.next_action_at,
+            limit=limit,
+        )
+
+    def jobs_in_states(
+        self, states: Iterable[str], *, limit: int | None = None, oldest_first: bool = True
+    ) -> list[JobRecord]:
+        order = jobs_t.c.created_at if oldest_first else jobs_t.c.created_at.desc()
+        return self._select(jobs_t.c.state.in_(list(states)), order=order, limit=limit)
+
+    def live_jobs(self) -> list[JobRecord]:
+        return self.jobs_in_states([s.value for s in LIVE_STATES])
+
+    def find_by_content_key(self, key: str, states: Iterable[str]) -> list[JobRecord]:
+        return self._select(
+            jobs_t.c.content_key == key,
+            jobs_t.c.state.in_(list(states)),
+            order=jobs_t.c.created_at,
+        )
+
+    def list_jobs(
+        self,
+        *,
+        states: Iterable[str] | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        source_glob: str | None = None,
+        limit: int | None = None,
+    ) -> list[JobRecord]:
+        """History newest first, filtered by state, creation time range and source glob."""
+        conds: list[Any] = []
+        if states:
+            conds.append(jobs_t.c.state.in_(list(states)))
+        if since is not None:
+            conds.append(jobs_t.c.created_at >= since)
+        if until is not None:
+            conds.append(jobs_t.c.created_at < until)
+        order = (jobs_t.c.created_at.desc(), jobs_t.c.id.desc())
+        if source_glob is None:
+            return self._select(*conds, order=order, limit=limit)
+        # Glob semantics are the same on both engines only if applied here.
+        matched = [
+            j
+            for j in self._select(*conds, order=order)
+            if fnmatch.fnmatchcase(j.source_path, source_glob)
+        ]
+        return matched[:limit] if limit is not None else matched
+
+    def counts_by_state(self) -> dict[str, int]:
+        with self._read() as conn:
+            rows = conn.execute(select(jobs_t.c.state, func.count()).group_by(jobs_t.c.state)).all()
+        counts = {s.value: 0 for s in JobState}
+        counts.update({state: n for state, n in rows})
+        return counts
+
+    def _select(self, *conds: Any, order: Any = None, limit: int | None = None) -> list[JobRecord]:
+        query = select(*_job_columns).where(*conds)
+        if order is not None:
+            query = query.order_by(*(order if isinstance(order, tuple) else (order,)))
+        if limit is not None:
+            query = query.limit(limit)
+        with self._read() as conn:
+            return [JobRecord(*r) for r in conn.execute(query).all()]
+
+
+__all__ = ["JobRecord", "Store", "TransitionRecord", "content_key"]
