@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     DateTime,
     Dialect,
     ForeignKey,
@@ -17,6 +18,7 @@ from sqlalchemy import (
     String,
     Text,
     TypeDecorator,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -82,6 +84,8 @@ class Job(Base):
     deadline_at: Mapped[datetime | None] = mapped_column(UTCTime())
     poll_count: Mapped[int] = mapped_column(Integer, default=0)
     recoveries: Mapped[int] = mapped_column(Integer, default=0)  # crashes survived in a row
+    retries: Mapped[int] = mapped_column(Integer, default=0, server_default="0")  # this step
+    source_done_at: Mapped[datetime | None] = mapped_column(UTCTime())  # source moved aside
     created_at: Mapped[datetime] = mapped_column(UTCTime())
     updated_at: Mapped[datetime] = mapped_column(UTCTime())
     version: Mapped[int] = mapped_column(Integer, default=1)
@@ -127,3 +131,25 @@ class InputBlob(Base):
     media_type: Mapped[str] = mapped_column(String(32))
     data: Mapped[bytes] = mapped_column(LargeBinary)
     created_at: Mapped[datetime] = mapped_column(UTCTime())
+
+
+class Daemon(Base):
+    """One row per daemon process that ever ran on this database (status, heartbeats)."""
+
+    __tablename__ = "daemons"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    host: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[datetime] = mapped_column(UTCTime())
+    heartbeat_at: Mapped[datetime] = mapped_column(UTCTime())
+    stopped_at: Mapped[datetime | None] = mapped_column(UTCTime())
+    crashed: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    paused_reason: Mapped[str | None] = mapped_column(Text)
+    paused_since: Mapped[datetime | None] = mapped_column(UTCTime())
+    in_flight: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    max_in_flight: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    last_error: Mapped[str | None] = mapped_column(Text)
+    status: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (Index("ix_daemons_stopped_at", "stopped_at"),)

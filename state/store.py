@@ -23,11 +23,12 @@ from state.clock import Clock, SystemClock
 from state.db import check_and_migrate, make_engine, normalize_url, sqlite_path
 from state.errors import AmbiguousJobId, DatabaseRefused, JobNotFound, StaleJob
 from state.lifecycle import LIVE_STATES, JobEvent, JobState, apply
-from state.models import InputBlob, Job, JobTransition
+from state.models import Daemon, InputBlob, Job, JobTransition
 
 jobs_t = Job.__table__
 transitions_t = JobTransition.__table__
 blobs_t = InputBlob.__table__
+daemons_t = Daemon.__table__
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,8 @@ class JobRecord:
     deadline_at: datetime | None
     poll_count: int
     recoveries: int
+    retries: int
+    source_done_at: datetime | None
     created_at: datetime
     updated_at: datetime
     version: int
@@ -192,8 +195,12 @@ class Store:
         job_id: str | None = None,
         detail: dict[str, Any] | None = None,
         next_action_at: datetime | None = None,
+        fail: tuple[str, str] | None = None,
     ) -> JobRecord:
-        """Record the input bytes and a new `queued` job, with its first history row."""
+        """Record the input bytes and a new `queued` job, with its first history row.
+
+        With `fail=(code, message)` the job is recorded and failed in the same transaction
+        (input that can never be submitted), so no crash can leave it queued."""
         job_id = job_id or new_job_id()
         now = self.clock.now()
         with self._write() as conn:
@@ -218,6 +225,8 @@ class Store:
                 "deadline_at": None,
                 "poll_count": 0,
                 "recoveries": 0,
+                "retries": 0,
+                "source_done_at": None,
                 "created_at": now,
                 "updated_at": now,
                 "version": 1,
@@ -234,6 +243,28 @@ class Store:
                     detail=detail,
                 )
             )
+            if fail is not None:
+                failed = {
+                    "state": JobState.FAILED.value,
+                    "error_code": fail[0],
+                    "error_message": fail[1],
+                    "next_action_at": None,
+                    "version": 2,
+                }
+                self._cas(conn, job_id, 1, failed)
+                values.update(failed)
+                conn.execute(
+                    _INSERT_TRANSITION,
+                    {
+                        "job_id": job_id,
+                        "attempt": 1,
+                        "from_state": JobState.QUEUED.value,
+                        "to_state": JobState.FAILED.value,
+                        "event": JobEvent.FAIL.value,
+                        "at": now,
+                        "detail": {"error_code": fail[0], "error": fail[1]},
+                    },
+                )
         return JobRecord(**values)
 
     def transition(
@@ -258,7 +289,8 @@ class Store:
                 raise StaleJob(job_id, expected_version, row["version"])
             new_state = apply(row["state"], event, job_id)
             now = self.clock.now()
-            values: dict[str, Any] = {}
+            # Progress resets the per-step retry and crash counters.
+            values: dict[str, Any] = {"retries": 0, "recoveries": 0}
             attempt = row["attempt"]
             if event is JobEvent.RETRY:
                 attempt += 1
@@ -368,6 +400,34 @@ class Store:
             limit=limit,
         )
 
+    def due_queued(self, now: datetime, limit: int) -> list[JobRecord]:
+        """Queued jobs whose next action time has come, oldest first (submission order)."""
+        if limit <= 0:
+            return []
+        return self._select(
+            jobs_t.c.state == JobState.QUEUED.value,
+            jobs_t.c.next_action_at <= now,
+            order=(jobs_t.c.created_at, jobs_t.c.id),
+            limit=limit,
+        )
+
+    def count_in_states(self, states: Iterable[str]) -> int:
+        with self._read() as conn:
+            return int(
+                conn.execute(
+                    select(func.count()).select_from(jobs_t).where(jobs_t.c.state.in_(list(states)))
+                ).scalar_one()
+            )
+
+    def next_queued_at(self) -> datetime | None:
+        """The earliest next action time among queued jobs."""
+        with self._read() as conn:
+            return conn.execute(
+                select(func.min(jobs_t.c.next_action_at)).where(
+                    jobs_t.c.state == JobState.QUEUED.value
+                )
+            ).scalar()
+
     def jobs_in_states(
         self, states: Iterable[str], *, limit: int | None = None, oldest_first: bool = True
     ) -> list[JobRecord]:
@@ -418,6 +478,80 @@ class Store:
         counts = {s.value: 0 for s in JobState}
         counts.update({state: n for state, n in rows})
         return counts
+
+    def ended_with_source_in_place(self) -> list[JobRecord]:
+        """Ended jobs whose source file has not been moved aside yet (a crash came between
+        the final transition and the move)."""
+        return self._select(
+            jobs_t.c.state.in_([s.value for s in JobState if s.is_final]),
+            jobs_t.c.source_done_at.is_(None),
+            order=jobs_t.c.updated_at,
+        )
+
+    def recent_details(self, event: str, limit: int = 200) -> list[dict[str, Any]]:
+        """`detail` of the newest transitions with this event (for learned estimates)."""
+        with self._read() as conn:
+            rows = conn.execute(
+                select(transitions_t.c.detail)
+                .where(transitions_t.c.event == event)
+                .order_by(transitions_t.c.id.desc())
+                .limit(limit)
+            ).all()
+        return [r.detail for r in rows if isinstance(r.detail, dict)]
+
+    # -- daemons -----------------------------------------------------------------------
+
+    def register_daemon(self, host: str, pid: int, max_in_flight: int) -> str:
+        daemon_id = new_job_id()
+        now = self.clock.now()
+        with self._write() as conn:
+            conn.execute(
+                insert(daemons_t).values(
+                    id=daemon_id,
+                    host=host,
+                    pid=pid,
+                    started_at=now,
+                    heartbeat_at=now,
+                    max_in_flight=max_in_flight,
+                    crashed=False,
+                    in_flight=0,
+                )
+            )
+        return daemon_id
+
+    def close_stale_daemons(self, older_than: datetime | None = None) -> list[dict[str, Any]]:
+        """Mark daemons that never stopped cleanly as crashed and return them. With
+        `older_than`, only those whose heartbeat is older (a shared database)."""
+        conds = [daemons_t.c.stopped_at.is_(None)]
+        if older_than is not None:
+            conds.append(daemons_t.c.heartbeat_at < older_than)
+        with self._write() as conn:
+            rows = [dict(r) for r in conn.execute(select(daemons_t).where(*conds)).mappings()]
+            for row in rows:
+                conn.execute(
+                    update(daemons_t)
+                    .where(daemons_t.c.id == row["id"])
+                    .values(stopped_at=row["heartbeat_at"], crashed=True)
+                )
+        return rows
+
+    def heartbeat(self, daemon_id: str, **fields: Any) -> None:
+        with self._write() as conn:
+            conn.execute(
+                update(daemons_t)
+                .where(daemons_t.c.id == daemon_id)
+                .values(heartbeat_at=self.clock.now(), **fields)
+            )
+
+    def stop_daemon(self, daemon_id: str) -> None:
+        self.heartbeat(daemon_id, stopped_at=self.clock.now(), in_flight=0)
+
+    def daemons(self, *, live_only: bool = True) -> list[dict[str, Any]]:
+        query = select(daemons_t).order_by(daemons_t.c.started_at.desc())
+        if live_only:
+            query = query.where(daemons_t.c.stopped_at.is_(None))
+        with self._read() as conn:
+            return [dict(r) for r in conn.execute(query).mappings()]
 
     def _select(self, *conds: Any, order: Any = None, limit: int | None = None) -> list[JobRecord]:
         query = select(*_job_columns).where(*conds)

@@ -1,0 +1,566 @@
+"""The daemon: one asyncio process wiring store, provider, scheduler and drop folder.
+
+Start-up: open the store (migrations) → take the SQLite lock → note crashed predecessors →
+schedule every unfinished job from the database → READY → scan the drop folder → watch.
+The database is the only truth: APScheduler holds one-shot wake-ups derived from
+`jobs.next_action_at`, rebuilt on every start; a wake-up only queues the job id, and a
+worker re-reads the row and decides. Queued jobs are not scheduled one by one: the
+dispatcher takes the oldest due ones whenever a submission slot is free.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import signal
+import socket
+import time
+from collections.abc import Callable
+from concurrent.futures import Executor, ProcessPoolExecutor
+from datetime import UTC, datetime, timedelta
+from multiprocessing import get_context
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.date import DateTrigger
+
+from daemon import files
+from daemon.async_store import AsyncStore
+from daemon.config import Settings
+from daemon.driver import Driver, short
+from daemon.errors import DiskFull
+from daemon.gate import Gate
+from daemon.lock import DatabaseLock
+from daemon.notify import Notifier
+from daemon.provider import Provider
+from daemon.watcher import Intake
+from state.clock import Clock, SystemClock
+from state.db import sqlite_path
+from state.lifecycle import JobEvent, JobState
+from state.store import JobRecord, Store
+
+log = logging.getLogger("dropreel.daemon")
+REMOTE = [JobState.SUBMITTED.value, JobState.PROCESSING.value]
+SCHEDULED = [*REMOTE, JobState.DOWNLOADING.value]
+WORKERS = 16
+
+
+def build_provider(settings: Settings, state_dir: Path) -> Provider:
+    if settings.resolved_provider == "kling":
+        from daemon.kling_auth import JwtAuth, StaticKeyAuth
+        from daemon.kling_client import KlingClient
+        from daemon.kling_provider import KlingProvider
+
+        auth = (
+            StaticKeyAuth(settings.api_key)
+            if settings.api_key
+            else JwtAuth(settings.access_key or "", settings.secret_key or "")
+        )
+        client = KlingClient(
+            settings.api_base,
+            auth,
+            timeout=settings.http_timeout_seconds,
+            max_connections=settings.http_max_connections,
+            duration_as_int=settings.duration_as_int,
+        )
+        return KlingProvider(client)
+    from daemon.local_provider import LocalProvider
+
+    return LocalProvider(state_dir / "renders", max_workers=settings.max_in_flight)
+
+
+class Daemon:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        clock: Clock | None = None,
+        provider: Provider | None = None,
+        once: bool = False,
+        reload: Callable[[], Settings] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.clock = clock or SystemClock()
+        self._provider = provider
+        self.once = once
+        self.reload_settings = reload
+        self.notifier = Notifier()
+        self.stop_event = asyncio.Event()
+        self.intake_stop = asyncio.Event()
+        self.dispatch_event = asyncio.Event()
+        self.rng = random.Random()
+        self.gate = Gate(settings.max_in_flight, pause_retry=settings.pause_retry_seconds)
+        self.creating: set[str] = set()
+        self.due: asyncio.Queue[str] = asyncio.Queue()
+        self.queued_ids: set[str] = set()
+        self.active: set[str] = set()
+        self.again: set[str] = set()
+        self.tasks: list[asyncio.Task[Any]] = []
+        self.step_tasks: set[asyncio.Task[Any]] = set()
+        self.lock: DatabaseLock | None = None
+        self.daemon_id: str | None = None
+        self.last_error: str | None = None
+        self._forced = False
+        self.exit_code = 0
+
+    # -- start-up --------------------------------------------------------------------------
+
+    def open(self) -> None:
+        """Synchronous part of start-up: folders, store, lock. Raises with a clear message."""
+        s = self.settings
+        for folder in (s.drop, s.output, s.resolved_state_dir):
+            folder.mkdir(parents=True, exist_ok=True)
+            if not os.access(folder, os.W_OK):
+                raise PermissionError(f"{folder} is not writable by this user")
+        path = sqlite_path(_sqlite_url(s.db))
+        if path is not None:
+            self.lock = DatabaseLock(path)
+            self.lock.acquire()
+        sync = Store.open(s.db, clock=self.clock, synchronous=s.synchronous)
+        self.store = AsyncStore(sync)
+        self.provider = self._provider or build_provider(s, s.resolved_state_dir)
+        self.driver = Driver(
+            self.store, self.provider, s, self.clock, self.gate, self.rng, on_end=self.job_ended
+        )
+        self.intake = Intake(
+            s,
+            self.store,
+            self.clock,
+            self.make_pool,
+            self.provider.name,
+            self.dispatch_event.set,
+            self.job_ended,
+            self._disk_full_now,
+        )
+
+    @staticmethod
+    def make_pool() -> Executor:
+        # Image decoding runs in worker processes: off the event loop, and a decoder crash
+        # on a hostile file kills only the worker. (spawn: never fork a threaded process)
+        return ProcessPoolExecutor(
+            max_workers=max(1, min(2, os.cpu_count() or 1)), mp_context=get_context("spawn")
+        )
+
+    def _disk_full_now(self) -> bool:
+        return (
+            self.gate.free_slots(self.clock.now(), 0) == 0
+            and self.gate.disk_full_until is not None
+            and self.clock.now() < self.gate.disk_full_until
+        )
+
+    async def start(self) -> None:
+        started = time.monotonic()
+        s = self.settings
+        sync = self.store.sync
+        crashed = await self.store.close_stale_daemons()
+        self.daemon_id = await self.store.register_daemon(
+            socket.gethostname(), os.getpid(), s.max_in_flight
+        )
+        for row in crashed:
+            log.warning(
+                "previous daemon (pid %s, started %s) did not stop cleanly",
+                row["pid"],
+                row["started_at"],
+            )
+        live = await self.store.live_jobs()
+        if crashed:
+            live = [j for j in [await self._count_recovery(j) for j in live] if j is not None]
+        for detail in sync.recent_details(JobEvent.FINISHED_REMOTE.value):
+            key, seconds = detail.get("estimate_key"), detail.get("remote_seconds")
+            if isinstance(key, str) and isinstance(seconds, int | float):
+                self.driver.expected.add(key, float(seconds))
+        self.scheduler = AsyncIOScheduler(
+            timezone=UTC,
+            job_defaults={"misfire_grace_time": None, "coalesce": True, "max_instances": 1},
+        )
+        self.scheduler.start()
+        now = self.clock.now()
+        for job in live:
+            if job.state == JobState.QUEUED:
+                self.intake.known.add(job.source_path)
+                continue
+            self.intake.known.add(job.source_path)
+            if job.state == JobState.DOWNLOADING and job.output_path:
+                self.driver.claimed_outputs.add(Path(job.output_path))
+            # Unfinished remote work: ask the provider now, not at the old schedule.
+            self.schedule(job.id, now)
+        ready = time.monotonic() - started
+        counts = await self.store.counts_by_state()
+        log.info(
+            "ready in %.2fs: provider %s, %d unfinished jobs, drop %s, output %s",
+            ready,
+            self.provider.name,
+            len(live),
+            s.drop,
+            s.output,
+        )
+        self.notifier.ready(self.status_line(counts))
+        await self.store.heartbeat(self.daemon_id, status=f"ready in {ready:.2f}s")
+
+    async def _count_recovery(self, job: JobRecord) -> JobRecord | None:
+        """A job that was mid-step (create sent, or downloading) when the daemon died."""
+        mid_step = job.state == JobState.DOWNLOADING or (
+            job.state == JobState.QUEUED and job.create_sent_at is not None
+        )
+        if not mid_step:
+            return job
+        recoveries = job.recoveries + 1
+        if recoveries >= self.settings.crash_limit:
+            return await self.driver.fail(
+                job,
+                "crash_loop",
+                f"interrupted by {recoveries} daemon crashes in a row; last "
+                f"step: {'create call' if job.state == JobState.QUEUED else 'download'}",
+            )
+        return await self.store.update(job.id, job.version, recoveries=recoveries)
+
+    def schedule(self, job_id: str, when: datetime | None) -> None:
+        if when is None:
+            return
+        if when <= self.clock.now():
+            self.wake(job_id)
+            return
+        self.scheduler.add_job(
+            self._on_due,
+            DateTrigger(run_date=when),
+            id=job_id,
+            args=[job_id],
+            replace_existing=True,
+        )
+
+    async def _on_due(self, job_id: str) -> None:
+        self.wake(job_id)
+
+    def wake(self, job_id: str) -> None:
+        if job_id in self.active:
+            self.again.add(job_id)
+        elif job_id not in self.queued_ids:
+            self.queued_ids.add(job_id)
+            self.due.put_nowait(job_id)
+
+    # -- main loop -------------------------------------------------------------------------
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        self._install_signals(loop)
+        try:
+            await self.start()
+            self.spawn(self._workers(), "workers")
+            self.spawn(self._dispatch_forever(), "dispatcher")
+            self.spawn(self._housekeeping_forever(), "housekeeping")
+            if self.notifier.watchdog_interval:
+                self.spawn(self._watchdog_forever(), "watchdog")
+            seen = self.intake.scan()
+            log.info("start-up scan: %d files in %s", seen, self.settings.drop)
+            self.spawn(self.intake.watch(self.intake_stop), "watcher")
+            self.spawn(self.intake.rescan_forever(self.intake_stop), "rescan")
+            self.spawn(self.intake.settle_forever(self.intake_stop), "settle")
+            await self._monitor()
+        finally:
+            await self.shutdown()
+        return self.exit_code
+
+    def spawn(self, coro: Any, name: str) -> None:
+        self.tasks.append(asyncio.create_task(coro, name=name))
+
+    async def _monitor(self) -> None:
+        """Wait for a stop request; a background task that dies stops the daemon."""
+        while not self.stop_event.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stop_event.wait(), timeout=0.5)
+            for task in self.tasks:
+                if task.done() and not task.cancelled() and task.exception() is not None:
+                    exc = task.exception()
+                    log.critical("background task %s died: %r; stopping", task.get_name(), exc)
+                    self.exit_code = 1
+                    self.stop_event.set()
+            if self.once and await self._idle():
+                log.info("--once: nothing left to do")
+                self.stop_event.set()
+
+    async def _idle(self) -> bool:
+        if self.intake.busy() or self.creating or self.active or self.queued_ids:
+            return False
+        counts = await self.store.counts_by_state()
+        live = sum(counts[s.value] for s in JobState if not s.is_final)
+        return live == 0 and not await self.store.ended_with_source_in_place()
+
+    async def _workers(self) -> None:
+        async def worker() -> None:
+            while True:
+                job_id = await self.due.get()
+                self.queued_ids.discard(job_id)
+                self.active.add(job_id)
+                try:
+                    await self._step(job_id)
+                except DiskFull as exc:
+                    self._note_disk_full(str(exc))
+                    self.schedule(job_id, self.clock.now() + timedelta(seconds=30))
+                except Exception as exc:  # a bug in one step must not stop the daemon
+                    self.last_error = f"job {short(job_id)}: {exc!r}"
+                    log.exception("job %s step failed; retrying in 30s", short(job_id))
+                    self.schedule(job_id, self.clock.now() + timedelta(seconds=30))
+                finally:
+                    self.active.discard(job_id)
+                    if job_id in self.again:
+                        self.again.discard(job_id)
+                        self.wake(job_id)
+
+        await asyncio.gather(*(worker() for _ in range(WORKERS)))
+
+    async def _step(self, job_id: str) -> None:
+        job = await self.store.get(job_id)
+        if job.is_final:
+            if job.source_done_at is None:
+                await self.job_ended(job)
+            return
+        now = self.clock.now()
+        if job.next_action_at is not None and job.next_action_at > now + timedelta(seconds=0.05):
+            self.schedule(job.id, job.next_action_at)  # woken early: keep the real time
+            return
+        if job.state in REMOTE:
+            new = await self.driver.poll(job)
+        elif job.state == JobState.DOWNLOADING:
+            if self._disk_full_now():
+                self.schedule(job.id, self.gate.disk_full_until)
+                return
+            new = await self.driver.download(job)
+        else:
+            return  # queued: the dispatcher's business
+        if new is None:
+            new = await self.store.get(job_id)
+        if not new.is_final and new.state != JobState.QUEUED:
+            self.schedule(new.id, new.next_action_at)
+        self.dispatch_event.set()
+
+    async def _dispatch_forever(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.dispatch_event.wait(), self.settings.tick_seconds)
+            self.dispatch_event.clear()
+            if self.intake_stop.is_set():
+                continue  # shutting down: no new creates
+            await self._dispatch()
+
+    async def _dispatch(self) -> None:
+        now = self.clock.now()
+        in_flight = await self.store.count_in_states(REMOTE) + len(self.creating)
+        free = self.gate.free_slots(now, in_flight)
+        if free <= 0:
+            return
+        for job in await self.store.due_queued(now, free + len(self.creating)):
+            if job.id in self.creating or free <= 0:
+                continue
+            free -= 1
+            self.creating.add(job.id)
+            task = asyncio.create_task(self._submit(job, in_flight), name=f"submit:{job.id}")
+            self.step_tasks.add(task)
+            task.add_done_callback(self.step_tasks.discard)
+
+    async def _submit(self, job: JobRecord, in_flight: int) -> None:
+        try:
+            new = await self.driver.submit(job, in_flight)
+            if new is not None and not new.is_final and new.state != JobState.QUEUED:
+                self.schedule(new.id, new.next_action_at)
+        except Exception as exc:
+            self.last_error = f"job {short(job.id)}: {exc!r}"
+            log.exception("job %s submission failed unexpectedly; retrying later", short(job.id))
+            with contextlib.suppress(Exception):
+                fresh = await self.store.get(job.id)
+                await self.store.update(
+                    job.id, fresh.version, next_action_at=self.clock.now() + timedelta(seconds=30)
+                )
+        finally:
+            self.creating.discard(job.id)
+            self.dispatch_event.set()
+
+    async def job_ended(self, job: JobRecord) -> None:
+        """Move the source aside (done/ or failed/ with the reason) once a job ends."""
+        self.intake.known.discard(job.source_path)
+        if job.source_done_at is not None:
+            return
+        s = self.settings
+        if not PurePosixPath(job.source_path).is_absolute():
+            try:
+                if job.state == JobState.SUCCEED:
+                    if s.delete_sources:
+                        await asyncio.to_thread(_delete_source, s.drop / job.source_path)
+                    else:
+                        await asyncio.to_thread(files.move_aside, s.drop, job.source_path, "done")
+                else:
+                    note = (
+                        f"job {job.id} {job.state}: {job.error_message or 'no reason given'}"
+                        f"\n(error code: {job.error_code})"
+                    )
+                    await asyncio.to_thread(
+                        files.move_aside,
+                        s.drop,
+                        job.source_path,
+                        "failed",
+                        note=note,
+                        note_suffix=".error.txt",
+                    )
+            except DiskFull as exc:
+                self._note_disk_full(str(exc))
+                return  # housekeeping tries again
+        with contextlib.suppress(Exception):
+            fresh = await self.store.get(job.id)
+            await self.store.update(job.id, fresh.version, source_done_at=self.clock.now())
+
+    def _note_disk_full(self, reason: str) -> None:
+        if self.gate.disk_full(reason, self.clock.now()):
+            log.error("disk full: %s; intake and downloads paused, retrying every 30s", reason)
+
+    async def _housekeeping_forever(self) -> None:
+        beat = 0
+        while True:
+            await asyncio.sleep(self.settings.tick_seconds)
+            for job in await self.store.ended_with_source_in_place():
+                await self.job_ended(job)  # jobs ended by the CLI, or before a crash
+            beat += 1
+            if beat % 5 == 0:
+                await self._heartbeat()
+
+    async def _heartbeat(self) -> None:
+        counts = await self.store.counts_by_state()
+        line = self.status_line(counts)
+        self.notifier.status(line)
+        assert self.daemon_id is not None
+        await self.store.heartbeat(
+            self.daemon_id,
+            paused_reason=self.gate.paused_reason,
+            paused_since=self.gate.paused_since,
+            in_flight=sum(counts[s] for s in REMOTE),
+            max_in_flight=self.gate.limit(self.clock.now()),
+            last_error=self.last_error,
+            status=line,
+        )
+
+    def status_line(self, counts: dict[str, int]) -> str:
+        parts = [
+            f"{n} {state}" for state, n in counts.items() if n and not JobState(state).is_final
+        ]
+        line = ", ".join(parts) or "idle"
+        if self.gate.paused_reason:
+            line += f"; submissions PAUSED: {self.gate.paused_reason}"
+        return line
+
+    async def _watchdog_forever(self) -> None:
+        assert self.notifier.watchdog_interval is not None
+        while True:
+            self.notifier.watchdog()  # only sent while the event loop turns
+            await asyncio.sleep(self.notifier.watchdog_interval)
+
+    # -- signals, reload, shutdown ------------------------------------------------------
+
+    def _install_signals(self, loop: asyncio.AbstractEventLoop) -> None:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.request_stop, sig)
+        loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self.reload()))
+
+    def request_stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.stop_event.is_set():
+            if sig == signal.SIGINT:
+                log.warning("second interrupt: stopping now")
+                self._forced = True
+                for task in self.step_tasks:
+                    task.cancel()
+            return
+        log.info(
+            "%s: stopping (in-flight calls get %.0fs)",
+            signal.Signals(sig).name,
+            self.settings.shutdown_grace_seconds,
+        )
+        self.stop_event.set()
+
+    async def reload(self) -> None:
+        if self.reload_settings is None:
+            return
+        self.notifier.reloading()
+        try:
+            new = self.reload_settings()
+        except Exception as exc:
+            log.error("reload refused, keeping the old settings: %s", exc)
+            self.notifier.send("READY=1")
+            return
+        old = self.settings
+        self.settings = new
+        self.driver.settings = new
+        self.intake.settings = new
+        self.gate.max_in_flight = new.max_in_flight
+        self.gate.pause_retry = new.pause_retry_seconds
+        creds = (old.api_key, old.access_key, old.secret_key, old.api_base)
+        if self._provider is None and creds != (
+            new.api_key,
+            new.access_key,
+            new.secret_key,
+            new.api_base,
+        ):
+            previous = self.provider
+            self.provider = build_provider(new, new.resolved_state_dir)
+            self.driver.provider = self.provider
+            asyncio.get_running_loop().call_later(
+                new.shutdown_grace_seconds + 30, lambda: asyncio.ensure_future(previous.aclose())
+            )
+        if self.gate.resume():
+            log.info("reloaded: submissions resumed")
+        if self.gate.paused_reason is None:
+            self.dispatch_event.set()
+        log.info(
+            "configuration reloaded (max_in_flight %d, %d presets)",
+            new.max_in_flight,
+            len(new.presets),
+        )
+        self.notifier.send("READY=1")
+
+    async def shutdown(self) -> None:
+        self.notifier.stopping()
+        self.intake_stop.set()
+        grace = self.settings.shutdown_grace_seconds
+        pending = (
+            [t for t in [*self.step_tasks, *self.intake.tasks] if not t.done()]
+            if hasattr(self, "intake")
+            else []
+        )
+        if pending and not self._forced:
+            log.info("waiting up to %.0fs for %d in-flight calls", grace, len(pending))
+            _, still = await asyncio.wait(pending, timeout=grace)
+            for task in still:
+                task.cancel()
+        deadline = time.monotonic() + grace
+        while self.active and time.monotonic() < deadline and not self._forced:
+            await asyncio.sleep(0.05)
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, *self.step_tasks, return_exceptions=True)
+        if hasattr(self, "scheduler"):
+            self.scheduler.shutdown(wait=False)
+        if hasattr(self, "provider"):
+            with contextlib.suppress(Exception):
+                await self.provider.aclose()
+        if hasattr(self, "store"):
+            if self.daemon_id is not None:
+                with contextlib.suppress(Exception):
+                    await self.store.stop_daemon(self.daemon_id)
+            self.store.close()
+            self.store.sync.close()
+        if hasattr(self, "intake"):
+            self.intake.close_pool()
+        if self.lock is not None:
+            self.lock.release()
+        log.info("stopped")
+
+
+def _sqlite_url(db: str) -> str:
+    from state.db import normalize_url
+
+    return normalize_url(db)
+
+
+def _delete_source(path: Path) -> None:
+    for p in (path, path.with_suffix(".json"), path.with_suffix(".txt")):
+        p.unlink(missing_ok=True)
