@@ -324,7 +324,8 @@ class Driver:
         )
 
     def _expected(self, job: JobRecord) -> float:
-        return self.settings.expected_seconds or self.expected.expected(job.params)
+        hint = getattr(self.provider, "default_expected", None)
+        return self.settings.expected_seconds or self.expected.expected(job.params, hint)
 
     def _elapsed(self, job: JobRecord) -> float:
         start = (

@@ -49,7 +49,9 @@ SCHEDULED = [*REMOTE, JobState.DOWNLOADING.value]
 WORKERS = 16
 
 
-def build_provider(settings: Settings, state_dir: Path) -> Provider:
+def build_provider(
+    settings: Settings, state_dir: Path, load_image: Callable[[str], bytes] | None = None
+) -> Provider:
     if settings.resolved_provider == "kling":
         from daemon.kling_auth import JwtAuth, StaticKeyAuth
         from daemon.kling_client import KlingClient
@@ -70,7 +72,9 @@ def build_provider(settings: Settings, state_dir: Path) -> Provider:
         return KlingProvider(client)
     from daemon.local_provider import LocalProvider
 
-    return LocalProvider(state_dir / "renders", max_workers=settings.max_in_flight)
+    return LocalProvider(
+        state_dir / "renders", max_workers=settings.max_in_flight, load_image=load_image
+    )
 
 
 class Daemon:
@@ -122,7 +126,7 @@ class Daemon:
             self.lock.acquire()
         sync = Store.open(s.db, clock=self.clock, synchronous=s.synchronous)
         self.store = AsyncStore(sync)
-        self.provider = self._provider or build_provider(s, s.resolved_state_dir)
+        self.provider = self._provider or build_provider(s, s.resolved_state_dir, sync.get_blob)
         self.driver = Driver(
             self.store, self.provider, s, self.clock, self.gate, self.rng, on_end=self.job_ended
         )
@@ -381,6 +385,9 @@ class Daemon:
     async def job_ended(self, job: JobRecord) -> None:
         """Move the source aside (done/ or failed/ with the reason) once a job ends."""
         self.intake.known.discard(job.source_path)
+        cancel = getattr(self.provider, "cancel", None)
+        if job.state == JobState.CANCELLED and cancel is not None:
+            cancel(job)  # the offline renderer stops; a remote task is left alone
         if job.source_done_at is not None:
             return
         s = self.settings
@@ -501,7 +508,7 @@ class Daemon:
             new.api_base,
         ):
             previous = self.provider
-            self.provider = build_provider(new, new.resolved_state_dir)
+            self.provider = build_provider(new, new.resolved_state_dir, self.store.sync.get_blob)
             self.driver.provider = self.provider
             asyncio.get_running_loop().call_later(
                 new.shutdown_grace_seconds + 30, lambda: asyncio.ensure_future(previous.aclose())

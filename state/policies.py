@@ -77,8 +77,10 @@ class ExpectedTimes:
         if seconds >= 0:
             self.samples.setdefault(key, deque(maxlen=self.window)).append(seconds)
 
-    def expected(self, params: dict[str, Any]) -> float:
+    def expected(self, params: dict[str, Any], default: float | None = None) -> float:
         recent = self.samples.get(estimate_key(params))
         if recent and len(recent) >= 3:
             return statistics.median(recent)
+        if default is not None:
+            return default * max(1.0, float(params.get("duration", 5)) / 5)
         return default_expected(params)
