@@ -241,12 +241,11 @@ class Driver:
                     exc,
                     self.gate.pause_retry,
                 )
-            # A refused create created nothing: no reconciliation needed for it.
-            return await self._bookkeep(
-                job,
-                next_action_at=self.gate.probe_at,
-                create_sent_at=None if not keep_sent else job.create_sent_at,
-            )
+            # A refused create created nothing: no reconciliation needed for it. The job
+            # keeps its place in the queue; the gate holds submissions until the pause ends.
+            if keep_sent:
+                return await self._bookkeep(job, next_action_at=self.gate.probe_at)
+            return await self._bookkeep(job, create_sent_at=None)
         if isinstance(exc, ConcurrencyLimited):
             cap = self.gate.concurrency_refused(in_flight, now)
             log.warning(
@@ -385,6 +384,11 @@ class Driver:
         assert job.output_path is not None
         dest = Path(job.output_path)
         dest.parent.mkdir(parents=True, exist_ok=True)
+        # Mark the step as begun (updated_at): crash recovery counts only begun steps.
+        started = await self._bookkeep(job, next_action_at=self.later(300))
+        if started is None:
+            return None
+        job = started
         try:
             size = await self.provider.fetch(job, dest)
             await _in_thread(files.write_json, dest.with_suffix(".json"), self._sidecar(job))

@@ -42,5 +42,13 @@ def configure(level: str = "INFO") -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     # The scheduler logs every run at INFO; our own job lines say what matters.
-    for noisy in ("apscheduler", "httpx", "httpcore", "watchfiles", "alembic"):
+    for noisy in (
+        "apscheduler",
+        "httpx",
+        "httpcore",
+        "watchfiles",
+        "alembic",
+        "tzlocal",
+        "asyncio",
+    ):
         logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -172,7 +172,9 @@ class Daemon:
             )
         live = await self.store.live_jobs()
         if crashed:
-            live = [j for j in [await self._count_recovery(j) for j in live] if j is not None]
+            last_run = max(row["started_at"] for row in crashed)
+            live = [j for j in [await self._count_recovery(j, last_run) for j in live] if j]
+        await self.store.pull_forward(SCHEDULED, self.clock.now())
         for detail in sync.recent_details(JobEvent.FINISHED_REMOTE.value):
             key, seconds = detail.get("estimate_key"), detail.get("remote_seconds")
             if isinstance(key, str) and isinstance(seconds, int | float):
@@ -205,20 +207,23 @@ class Daemon:
         self.notifier.ready(self.status_line(counts))
         await self.store.heartbeat(self.daemon_id, status=f"ready in {ready:.2f}s")
 
-    async def _count_recovery(self, job: JobRecord) -> JobRecord | None:
-        """A job that was mid-step (create sent, or downloading) when the daemon died."""
-        mid_step = job.state == JobState.DOWNLOADING or (
-            job.state == JobState.QUEUED and job.create_sent_at is not None
-        )
+    async def _count_recovery(self, job: JobRecord, crashed_run: datetime) -> JobRecord | None:
+        """Count a crash against a job whose step had started in the run that crashed (a
+        create call sent, or a download begun); after crash_limit in a row, fail it rather
+        than loop forever on a job that may be what kills the daemon."""
+        if job.state == JobState.QUEUED:
+            mid_step = job.create_sent_at is not None and job.create_sent_at >= crashed_run
+        else:
+            mid_step = job.state == JobState.DOWNLOADING and job.updated_at >= crashed_run
         if not mid_step:
             return job
         recoveries = job.recoveries + 1
         if recoveries >= self.settings.crash_limit:
+            step = "create call" if job.state == JobState.QUEUED else "download"
             return await self.driver.fail(
                 job,
                 "crash_loop",
-                f"interrupted by {recoveries} daemon crashes in a row; last "
-                f"step: {'create call' if job.state == JobState.QUEUED else 'download'}",
+                f"interrupted by {recoveries} daemon crashes in a row; last step: {step}",
             )
         return await self.store.update(job.id, job.version, recoveries=recoveries)
 

@@ -162,6 +162,7 @@ class Simulator:
         self.rejected: Counter[str] = Counter()
         self.faults_fired: Counter[str] = Counter()
         self.peak_running = 0
+        self.answers_held = 0  # creates done but whose answer is being delayed right now
         self.last_create_body: dict[str, Any] | None = None
         self.images_seen: list[bytes] = []
         self._server: ThreadingHTTPServer | None = None
@@ -539,8 +540,15 @@ class _Handler(BaseHTTPRequestHandler):
         if fault is not None and fault.kind == "lose_answer":
             return self._drop()  # created, but the caller never hears of it
         if fault is not None and fault.kind == "slow_answer":
-            time.sleep(fault.delay)
+            with sim.lock:
+                sim.answers_held += 1
+            try:
+                time.sleep(fault.delay)
+            finally:
+                with sim.lock:
+                    sim.answers_held -= 1
         data = sim.task_json(task)
+        data["task_status"] = "submitted"  # as Kling answers a create, however fast the task
         for key in ("task_status_msg", "task_result"):
             data.pop(key, None)
         if cfg.shape == "newapi":

@@ -479,6 +479,17 @@ class Store:
         counts.update({state: n for state, n in rows})
         return counts
 
+    def pull_forward(self, states: Iterable[str], now: datetime) -> int:
+        """Make every job in `states` due now (start-up: unfinished remote work is asked
+        about at once, not at the time the dead daemon had planned)."""
+        with self._write() as conn:
+            result = conn.execute(
+                update(jobs_t)
+                .where(jobs_t.c.state.in_(list(states)), jobs_t.c.next_action_at > now)
+                .values(next_action_at=now, version=jobs_t.c.version + 1)
+            )
+        return int(result.rowcount)
+
     def ended_with_source_in_place(self) -> list[JobRecord]:
         """Ended jobs whose source file has not been moved aside yet (a crash came between
         the final transition and the move)."""

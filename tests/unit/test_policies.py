@@ -3,7 +3,9 @@ import random
 from state.policies import Backoff, ExpectedTimes, PollPolicy, default_expected, estimate_key
 
 
-def simulate(policy: PollPolicy, finish: float, expected: float, seed: int = 0) -> tuple[int, float]:
+def simulate(
+    policy: PollPolicy, finish: float, expected: float, seed: int = 0
+) -> tuple[int, float]:
     """(status calls, delay between remote finish and the poll that sees it)."""
     rng, t, polls = random.Random(seed), 0.0, 0
     while True:
