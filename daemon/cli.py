@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import faulthandler
 import logging
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -48,6 +50,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     extra = {dest: getattr(args, dest) for _, dest, _, _ in RUN_FLAGS}
     settings = settings_from(args, extra)
     logsetup.configure(settings.log_level)
+    # `kill -USR1 <pid>` prints every thread's stack to the journal: how one diagnoses a
+    # daemon that looks stuck without stopping it.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
 
     def reload() -> Settings:
         return settings_from(args, extra)

@@ -14,6 +14,7 @@ class Notifier:
         if address and address.startswith("@"):
             address = "\0" + address[1:]  # abstract namespace socket
         self.address = address
+        self.last_status: str | None = None
         usec = env.get("WATCHDOG_USEC")
         pid = env.get("WATCHDOG_PID")
         wanted = usec and usec.isdigit() and (not pid or pid == str(os.getpid()))
@@ -28,18 +29,24 @@ class Notifier:
             return False
         message = "\n".join(fields).encode()
         try:
-            with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as s:
+            kind = socket.SOCK_DGRAM | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK
+            with socket.socket(socket.AF_UNIX, kind) as s:
                 s.connect(self.address)
                 s.sendall(message)
             return True
         except OSError:
-            return False  # systemd went away; never take the daemon down for it
+            # systemd went away, or its queue is full (a reader that stopped reading):
+            # drop the message. A blocking send here froze the whole event loop.
+            return False
 
     def ready(self, status: str) -> None:
+        self.last_status = status
         self.send("READY=1", f"STATUS={status}", f"MAINPID={os.getpid()}")
 
     def status(self, status: str) -> None:
-        self.send(f"STATUS={status}")
+        if status != self.last_status:  # unchanged lines only fill systemd's queue
+            self.last_status = status
+            self.send(f"STATUS={status}")
 
     def watchdog(self) -> None:
         self.send("WATCHDOG=1")

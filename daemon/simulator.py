@@ -764,6 +764,13 @@ def main(argv: list[str] | None = None) -> None:
         help="answer 1201 'model is not supported' for this model",
     )
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--video-padding",
+        type=int,
+        default=0,
+        metavar="BYTES",
+        help="make each MP4 this much larger",
+    )
     args = parser.parse_args(argv)
     low, high = (args.task_time * 2)[:2] if len(args.task_time) == 1 else args.task_time[:2]
     config = SimConfig(
@@ -777,6 +784,7 @@ def main(argv: list[str] | None = None) -> None:
         unknown_task=args.unknown_task,
         retired_models=set(args.retire),
         seed=args.seed,
+        video_padding=args.video_padding,
     )
     sim = Simulator(config).start(args.host, args.port)
     print(f"Kling simulator at {sim.base_url} (stats: {sim.origin}/_sim/stats)", flush=True)
