@@ -87,3 +87,15 @@ class Gate:
     def disk_ok(self) -> None:
         self.disk_full_until = None
         self.disk_full_reason = None
+
+    def shift(self, delta: timedelta) -> None:
+        """The wall clock stepped back: move our pending times with it (a forward step
+        only makes them come due sooner, which is harmless)."""
+        if delta >= timedelta(0):
+            return
+        if self.probe_at is not None:
+            self.probe_at += delta
+        if self.disk_full_until is not None:
+            self.disk_full_until += delta
+        if self.cap_changed_at is not None:
+            self.cap_changed_at += delta

@@ -38,7 +38,7 @@ from daemon.lock import DatabaseLock
 from daemon.notify import Notifier
 from daemon.provider import Provider
 from daemon.watcher import Intake
-from state.clock import Clock, SystemClock
+from state.clock import Clock, JumpDetector, SystemClock
 from state.db import sqlite_path
 from state.lifecycle import JobEvent, JobState
 from state.store import JobRecord, Store
@@ -103,6 +103,8 @@ class Daemon:
         self.queued_ids: set[str] = set()
         self.active: set[str] = set()
         self.again: set[str] = set()
+        self.clock_lock = asyncio.Lock()
+        self.jumps = JumpDetector(self.clock)
         self.tasks: list[asyncio.Task[Any]] = []
         self.step_tasks: set[asyncio.Task[Any]] = set()
         self.lock: DatabaseLock | None = None
@@ -184,6 +186,7 @@ class Daemon:
             job_defaults={"misfire_grace_time": None, "coalesce": True, "max_instances": 1},
         )
         self.scheduler.start()
+        self.jumps = JumpDetector(self.clock)
         now = self.clock.now()
         for job in live:
             if job.state == JobState.QUEUED:
@@ -226,6 +229,27 @@ class Daemon:
                 f"interrupted by {recoveries} daemon crashes in a row; last step: {step}",
             )
         return await self.store.update(job.id, job.version, recoveries=recoveries)
+
+    async def check_clock(self) -> None:
+        """Keep schedules and deadlines true to real time across wall-clock jumps. Back:
+        every time moves back with the clock (nothing waits the jump out). Forward: the
+        deadlines move forward (the jump is not time spent), while due times stay, so
+        jobs are asked about at once: after a suspend the remote work did go on."""
+        async with self.clock_lock:
+            skew = self.jumps.check()
+            if not skew:
+                return
+            moved = await self.store.shift_live_times(skew, next_action=skew < 0)
+            self.gate.shift(timedelta(seconds=skew))
+            log.warning(
+                "wall clock jumped %+.0f s; %d unfinished jobs rescheduled, deadlines kept",
+                skew,
+                moved,
+            )
+            for job in await self.store.live_jobs():
+                if job.state != JobState.QUEUED and job.id not in self.active:
+                    self.schedule(job.id, job.next_action_at)
+            self.dispatch_event.set()
 
     def schedule(self, job_id: str, when: datetime | None) -> None:
         if when is None:
@@ -322,6 +346,7 @@ class Daemon:
         await asyncio.gather(*(worker() for _ in range(WORKERS)))
 
     async def _step(self, job_id: str) -> None:
+        await self.check_clock()  # before any deadline is judged against the wall clock
         job = await self.store.get(job_id)
         if job.is_final:
             if job.source_done_at is None:
@@ -356,6 +381,7 @@ class Daemon:
             await self._dispatch()
 
     async def _dispatch(self) -> None:
+        await self.check_clock()
         now = self.clock.now()
         in_flight = await self.store.count_in_states(REMOTE) + len(self.creating)
         free = self.gate.free_slots(now, in_flight)
@@ -433,9 +459,11 @@ class Daemon:
             await asyncio.sleep(self.settings.tick_seconds)
             for job in await self.store.ended_with_source_in_place():
                 await self.job_ended(job)  # jobs ended by the CLI, or before a crash
+            await self.check_clock()
             beat += 1
             if beat % 5 == 0:
                 await self._heartbeat()
+                await self._sweep_overdue()
 
     async def _heartbeat(self) -> None:
         counts = await self.store.counts_by_state()
@@ -451,6 +479,22 @@ class Daemon:
             last_error=self.last_error,
             status=line,
         )
+
+    async def _sweep_overdue(self) -> None:
+        """The schedule is derived from the table; this re-derives any wake-up it lost
+        (so a scheduler hiccup costs seconds, never a stuck job)."""
+        late = self.clock.now() - timedelta(seconds=max(2.0, self.settings.tick_seconds * 5))
+        lost = [
+            job
+            for job in await self.store.due_jobs(late)
+            if job.state != JobState.QUEUED
+            and job.id not in self.active
+            and job.id not in self.queued_ids
+        ]
+        for job in lost:
+            self.wake(job.id)
+        if lost:
+            log.warning("woke %d overdue jobs the scheduler had not run", len(lost))
 
     def status_line(self, counts: dict[str, int]) -> str:
         parts = [

@@ -61,3 +61,23 @@ def utc_text(at: datetime) -> str:
 
 def parse_utc_text(text: str) -> datetime:
     return datetime.fromisoformat(text)  # 3.11+ reads the trailing Z as UTC
+
+
+class JumpDetector:
+    """Notices wall-clock steps (NTP corrections, a manual `date -s`, a VM resumed with a
+    stale clock) by comparing how far the wall clock and the monotonic clock moved since
+    the last look. Suspend also shows as a forward jump: the monotonic clock stops while
+    the machine sleeps, and the real time that passed is what the deadlines must count."""
+
+    def __init__(self, clock: Clock, threshold: float = 5.0) -> None:
+        self.clock = clock
+        self.threshold = threshold
+        self._wall = clock.now()
+        self._mono = clock.monotonic()
+
+    def check(self) -> float:
+        """Seconds the wall clock jumped since the last check (0.0 when none)."""
+        wall, mono = self.clock.now(), self.clock.monotonic()
+        skew = (wall - self._wall).total_seconds() - (mono - self._mono)
+        self._wall, self._mono = wall, mono
+        return skew if abs(skew) >= self.threshold else 0.0

@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, Engine, bindparam, func, insert, select, update
@@ -489,6 +489,31 @@ class Store:
                 .values(next_action_at=now, version=jobs_t.c.version + 1)
             )
         return int(result.rowcount)
+
+    def shift_live_times(self, seconds: float, *, next_action: bool = True) -> int:
+        """Move every unfinished job's deadline (and, unless told not to, its next action
+        time) by `seconds`: the wall clock jumped, keep the real time left to each of them.
+        Returns the number of jobs moved."""
+        delta = timedelta(seconds=seconds)
+        step = delta if next_action else timedelta(0)
+        live = [s.value for s in JobState if not s.is_final]
+        with self._write() as conn:
+            rows = conn.execute(
+                select(jobs_t.c.id, jobs_t.c.next_action_at, jobs_t.c.deadline_at).where(
+                    jobs_t.c.state.in_(live)
+                )
+            ).all()
+            for job_id, next_at, deadline in rows:
+                conn.execute(
+                    update(jobs_t)
+                    .where(jobs_t.c.id == job_id)
+                    .values(
+                        next_action_at=None if next_at is None else next_at + step,
+                        deadline_at=None if deadline is None else deadline + delta,
+                        version=jobs_t.c.version + 1,
+                    )
+                )
+        return len(rows)
 
     def ended_with_source_in_place(self) -> list[JobRecord]:
         """Ended jobs whose source file has not been moved aside yet (a crash came between

@@ -268,3 +268,23 @@ def test_refuses_newer_schema(tmp_path: Path) -> None:
 
 def test_path_to_covers_every_state() -> None:
     assert set(PATH_TO) == set(JobState)
+
+
+def test_shift_live_times_moves_only_unfinished_jobs(store: Store, clock: ManualClock) -> None:
+    done = job_in_state(store, JobState.SUCCEED, "in/done.png")
+    live = job_in_state(store, JobState.PROCESSING, "in/live.png")
+    at, deadline = clock.now() + timedelta(seconds=30), clock.now() + timedelta(minutes=60)
+    live = store.update(live.id, live.version, next_action_at=at, deadline_at=deadline)
+    done_before = store.get(done.id)
+
+    assert store.shift_live_times(-3600) == 1
+    moved = store.get(live.id)
+    assert moved.next_action_at == at - timedelta(hours=1)
+    assert moved.deadline_at == deadline - timedelta(hours=1)
+    assert moved.version == live.version + 1  # a writer holding the old row loses its CAS
+    assert store.get(done.id) == done_before
+
+    store.shift_live_times(7200, next_action=False)
+    moved = store.get(live.id)
+    assert moved.next_action_at == at - timedelta(hours=1)
+    assert moved.deadline_at == deadline + timedelta(hours=1)

@@ -1,5 +1,6 @@
 import random
 
+from state.clock import JumpDetector, ManualClock
 from state.policies import Backoff, ExpectedTimes, PollPolicy, default_expected, estimate_key
 
 
@@ -47,3 +48,18 @@ def test_expected_times_learn_from_history() -> None:
         e.add(estimate_key(params), s)
     assert e.expected(params) == 110  # median: one slow outlier does not drag it
     assert e.expected({**params, "mode": "std"}) == 100  # other keys unaffected
+
+
+def test_jump_detector_sees_wall_steps_not_elapsed_time() -> None:
+    clock = ManualClock()
+    jumps = JumpDetector(clock, threshold=5)
+    clock.advance(600)  # ten quiet minutes: both clocks moved
+    assert jumps.check() == 0.0
+    clock.jump(-3600)
+    assert jumps.check() == -3600
+    assert jumps.check() == 0.0  # reported once
+    clock.advance(1)
+    clock.jump(3)  # under the threshold: NTP slewing noise
+    assert jumps.check() == 0.0
+    clock.jump(86400)
+    assert jumps.check() == 86400
