@@ -227,6 +227,11 @@ def _finish(s: Settings, env: Mapping[str, str]) -> Settings:
         api_key=api_key or found.get("api_key"),
         access_key=s.access_key or found.get("access_key"),
         secret_key=s.secret_key or found.get("secret_key"),
+        # Absolute from here on: the watcher reports absolute paths, and a later chdir
+        # must not move the folders.
+        drop=s.drop.expanduser().absolute(),
+        output=s.output.expanduser().absolute(),
+        state_dir=None if s.state_dir is None else s.state_dir.expanduser().absolute(),
     )
     if (s.access_key is None) != (s.secret_key is None):
         raise ConfigError("access_key and secret_key must be given together")

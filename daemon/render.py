@@ -190,7 +190,7 @@ def render(
             stream = out.add_stream(
                 "libx264",
                 rate=spec.fps,
-                options={"preset": "veryfast", "crf": "20", "threads": "1"},
+                options={"preset": "superfast", "crf": "20", "threads": "1"},
             )
             stream.width, stream.height, stream.pix_fmt = spec.width, spec.height, "yuv420p"
             for i in range(frames):
