@@ -104,6 +104,9 @@ class Daemon:
         self.active: set[str] = set()
         self.again: set[str] = set()
         self.clock_lock = asyncio.Lock()
+        self.reconciling: set[str] = set()  # remote jobs not yet asked about since start
+        self.reconciled = asyncio.Event()
+        self.started_at, self.live_at_start = time.monotonic(), 0
         self.jumps = JumpDetector(self.clock)
         self.tasks: list[asyncio.Task[Any]] = []
         self.step_tasks: set[asyncio.Task[Any]] = set()
@@ -196,18 +199,36 @@ class Daemon:
             if job.state == JobState.DOWNLOADING and job.output_path:
                 self.driver.claimed_outputs.add(Path(job.output_path))
             # Unfinished remote work: ask the provider now, not at the old schedule.
+            if job.state in REMOTE:
+                self.reconciling.add(job.id)
             self.schedule(job.id, now)
-        ready = time.monotonic() - started
+        self.started_at, self.live_at_start = started, len(live)
+
+    async def announce_ready(self, budget: float = 60.0) -> None:
+        """READY=1 once every job that was with the provider when we started has been
+        asked about (reconciled), or after `budget` seconds if the provider is slow."""
+        if self.reconciling:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.reconciled.wait(), budget)
+            if self.reconciling:
+                log.warning(
+                    "%d jobs not reconciled after %.0fs (provider slow?); ready anyway",
+                    len(self.reconciling),
+                    budget,
+                )
+        ready = time.monotonic() - self.started_at
         counts = await self.store.counts_by_state()
+        s = self.settings
         log.info(
             "ready in %.2fs: provider %s, %d unfinished jobs, drop %s, output %s",
             ready,
             self.provider.name,
-            len(live),
+            self.live_at_start,
             s.drop,
             s.output,
         )
         self.notifier.ready(self.status_line(counts))
+        assert self.daemon_id is not None
         await self.store.heartbeat(self.daemon_id, status=f"ready in {ready:.2f}s")
 
     async def _count_recovery(self, job: JobRecord, crashed_run: datetime) -> JobRecord | None:
@@ -287,6 +308,7 @@ class Daemon:
             self.spawn(self._housekeeping_forever(), "housekeeping")
             if self.notifier.watchdog_interval:
                 self.spawn(self._watchdog_forever(), "watchdog")
+            await self.announce_ready()
             seen = self.intake.scan()
             log.info("start-up scan: %d files in %s", seen, self.settings.drop)
             self.spawn(self.intake.watch(self.intake_stop), "watcher")
@@ -296,6 +318,12 @@ class Daemon:
         finally:
             await self.shutdown()
         return self.exit_code
+
+    def _reconciled(self, job_id: str) -> None:
+        if job_id in self.reconciling:
+            self.reconciling.discard(job_id)
+            if not self.reconciling:
+                self.reconciled.set()
 
     def spawn(self, coro: Any, name: str) -> None:
         self.tasks.append(asyncio.create_task(coro, name=name))
@@ -338,6 +366,7 @@ class Daemon:
                     log.exception("job %s step failed; retrying in 30s", short(job_id))
                     self.schedule(job_id, self.clock.now() + timedelta(seconds=30))
                 finally:
+                    self._reconciled(job_id)  # asked about, whatever the answer
                     self.active.discard(job_id)
                     if job_id in self.again:
                         self.again.discard(job_id)

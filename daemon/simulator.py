@@ -22,6 +22,7 @@ import json
 import logging
 import random
 import socket
+import sys
 import tempfile
 import threading
 import time
@@ -91,6 +92,16 @@ class SimConfig:
     image_errors: str = "sync"  # sync: 1201 at create; task: the task fails later
     video_padding: int = 0  # extra bytes appended to each MP4 (large-download tests)
     seed: int = 0
+
+
+class _QuietServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that hung up (a killed daemon, a timeout) is routine here, not a bug.
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return
+        super().handle_error(request, client_address)
 
 
 @dataclass
@@ -178,7 +189,7 @@ class Simulator:
         class Handler(_Handler):
             simulator = sim
 
-        self._server = ThreadingHTTPServer((host, port), Handler)
+        self._server = _QuietServer((host, port), Handler)
         self._server.daemon_threads = True
         self._thread = threading.Thread(
             target=self._server.serve_forever, args=(0.05,), name="kling-sim", daemon=True
