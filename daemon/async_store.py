@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -17,6 +18,7 @@ T = TypeVar("T")
 class AsyncStore:
     def __init__(self, store: Store, threads: int = 4) -> None:
         self.sync = store
+        self.calls: Counter[str] = Counter()  # per method: what a benchmark reports
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="store")
 
     async def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -28,6 +30,7 @@ class AsyncStore:
         method = getattr(self.sync, name)
 
         async def bound(*args: Any, **kwargs: Any) -> Any:
+            self.calls[name] += 1
             return await self.call(method, *args, **kwargs)
 
         return bound

@@ -15,12 +15,12 @@ import shutil
 from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
 from datetime import UTC, datetime
-from multiprocessing import get_context
 from pathlib import Path
 
 from daemon.errors import DiskFull, JobRejected, TransientError
 from daemon.kling_client import Lookup, LookupOutcome
 from daemon.kling_parse import RemoteStatus, RemoteTask
+from daemon.pool import worker_pool
 from daemon.provider import Notes
 from daemon.render import RenderCancelled, render
 from state.store import JobRecord
@@ -52,7 +52,7 @@ class LocalProvider:
 
     def _start(self, task_id: str, image: bytes, params: dict) -> None:
         if self._pool is None:
-            self._pool = ProcessPoolExecutor(self._workers, mp_context=get_context("spawn"))
+            self._pool = worker_pool(self._workers)
         self._cancel_flag(task_id).unlink(missing_ok=True)
         self._running[task_id] = self._pool.submit(
             render, image, params, str(self._path(task_id)), str(self._cancel_flag(task_id))

@@ -19,9 +19,8 @@ import signal
 import socket
 import time
 from collections.abc import Callable
-from concurrent.futures import Executor, ProcessPoolExecutor
+from concurrent.futures import Executor
 from datetime import UTC, datetime, timedelta
-from multiprocessing import get_context
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -36,6 +35,7 @@ from daemon.errors import DiskFull
 from daemon.gate import Gate
 from daemon.lock import DatabaseLock
 from daemon.notify import Notifier
+from daemon.pool import worker_pool
 from daemon.provider import Provider
 from daemon.watcher import Intake
 from state.clock import Clock, JumpDetector, SystemClock
@@ -150,9 +150,7 @@ class Daemon:
     def make_pool() -> Executor:
         # Image decoding runs in worker processes: off the event loop, and a decoder crash
         # on a hostile file kills only the worker. (spawn: never fork a threaded process)
-        return ProcessPoolExecutor(
-            max_workers=max(1, min(2, os.cpu_count() or 1)), mp_context=get_context("spawn")
-        )
+        return worker_pool(max(1, min(2, os.cpu_count() or 1)))
 
     def _disk_full_now(self) -> bool:
         return (
@@ -203,6 +201,9 @@ class Daemon:
                 self.reconciling.add(job.id)
             self.schedule(job.id, now)
         self.started_at, self.live_at_start = started, len(live)
+        log.info(
+            "all unfinished jobs scheduled (%d) in %.2fs", len(live), time.monotonic() - started
+        )
 
     async def announce_ready(self, budget: float = 60.0) -> None:
         """READY=1 once every job that was with the provider when we started has been
@@ -632,6 +633,8 @@ class Daemon:
                 with contextlib.suppress(Exception):
                     await self.store.stop_daemon(self.daemon_id)
             self.store.close()
+            log.info("store: %d write transactions in this run", self.store.sync.write_count)
+            log.info("store calls: %s", dict(self.store.calls.most_common()))
             self.store.sync.close()
         if hasattr(self, "intake"):
             self.intake.close_pool()
