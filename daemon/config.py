@@ -69,6 +69,7 @@ class Settings:
     log_level: str = "INFO"
     pause_retry_seconds: float = 300.0
     max_step_retries: int = 8
+    error_retry_seconds: float = 30.0  # after an unexpected error (a bug) in a job's step
     tick_seconds: float = 1.0
     defaults: Mapping[str, Any] = field(default_factory=dict)
     presets: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
@@ -97,6 +98,7 @@ CHECKS: dict[str, Callable[[Any], str | None]] = {
     "rescan_seconds": _positive,
     "watch_step_ms": lambda v: None if 10 <= v <= 10_000 else "must be 10 to 10000",
     "deadline_minutes": _positive,
+    "error_retry_seconds": _positive,
     "expected_seconds": lambda v: None if v >= 0 else "must be 0 (learn) or more",
     "poll_min_seconds": _positive,
     "poll_max_seconds": _positive,

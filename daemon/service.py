@@ -18,6 +18,7 @@ import random
 import signal
 import socket
 import time
+from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import Executor
 from datetime import UTC, datetime, timedelta
@@ -104,6 +105,7 @@ class Daemon:
         self.active: set[str] = set()
         self.again: set[str] = set()
         self.clock_lock = asyncio.Lock()
+        self.step_errors: Counter[str] = Counter()  # unexpected errors per job, this run
         self.reconciling: set[str] = set()  # remote jobs not yet asked about since start
         self.reconciled = asyncio.Event()
         self.started_at, self.live_at_start = time.monotonic(), 0
@@ -363,9 +365,7 @@ class Daemon:
                     self._note_disk_full(str(exc))
                     self.schedule(job_id, self.clock.now() + timedelta(seconds=30))
                 except Exception as exc:  # a bug in one step must not stop the daemon
-                    self.last_error = f"job {short(job_id)}: {exc!r}"
-                    log.exception("job %s step failed; retrying in 30s", short(job_id))
-                    self.schedule(job_id, self.clock.now() + timedelta(seconds=30))
+                    await self._unexpected(job_id, exc, "step")
                 finally:
                     self._reconciled(job_id)  # asked about, whatever the answer
                     self.active.discard(job_id)
@@ -402,7 +402,9 @@ class Daemon:
         self.dispatch_event.set()
 
     async def _dispatch_forever(self) -> None:
-        while True:
+        # Not `while True`: on 3.11, wait_for() can swallow a cancellation that arrives as
+        # the event is set (which it is, after every step), and shutdown would hang.
+        while not self.stop_event.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.dispatch_event.wait(), self.settings.tick_seconds)
             self.dispatch_event.clear()
@@ -432,16 +434,42 @@ class Daemon:
             if new is not None and not new.is_final and new.state != JobState.QUEUED:
                 self.schedule(new.id, new.next_action_at)
         except Exception as exc:
-            self.last_error = f"job {short(job.id)}: {exc!r}"
-            log.exception("job %s submission failed unexpectedly; retrying later", short(job.id))
-            with contextlib.suppress(Exception):
-                fresh = await self.store.get(job.id)
-                await self.store.update(
-                    job.id, fresh.version, next_action_at=self.clock.now() + timedelta(seconds=30)
-                )
+            await self._unexpected(job.id, exc, "submission")
         finally:
             self.creating.discard(job.id)
             self.dispatch_event.set()
+
+    async def _unexpected(self, job_id: str, exc: Exception, what: str) -> None:
+        """A bug, not a provider answer: retry a few times (error_retry_seconds apart),
+        then fail the job with the error, rather than retry forever."""
+        self.last_error = f"job {short(job_id)}: {exc!r}"
+        self.step_errors[job_id] += 1
+        count = self.step_errors[job_id]
+        limit = self.settings.max_step_retries
+        log.error(
+            "job %s %s failed unexpectedly (%d of %d): %r",
+            short(job_id),
+            what,
+            count,
+            limit,
+            exc,
+            exc_info=count == 1,  # one traceback per job, not one per retry
+        )
+        with contextlib.suppress(Exception):
+            job = await self.store.get(job_id)
+            if job.is_final:
+                return
+            if count >= limit:
+                self.step_errors.pop(job_id, None)
+                message = f"internal error in {what} after {count} tries: {exc!r}"
+                new = await self.driver.fail(job, "internal_error", message)
+                if new is not None:
+                    await self.job_ended(new)
+                return
+            later = self.clock.now() + timedelta(seconds=self.settings.error_retry_seconds)
+            await self.store.update(job.id, job.version, next_action_at=later)
+            if job.state != JobState.QUEUED:
+                self.schedule(job.id, later)
 
     async def job_ended(self, job: JobRecord) -> None:
         """Move the source aside (done/ or failed/ with the reason) once a job ends."""
@@ -604,6 +632,7 @@ class Daemon:
         self.notifier.send("READY=1")
 
     async def shutdown(self) -> None:
+        self.stop_event.set()
         self.notifier.stopping()
         self.intake_stop.set()
         grace = self.settings.shutdown_grace_seconds
@@ -622,7 +651,17 @@ class Daemon:
             await asyncio.sleep(0.05)
         for task in self.tasks:
             task.cancel()
-        await asyncio.gather(*self.tasks, *self.step_tasks, return_exceptions=True)
+        everything = [t for t in [*self.tasks, *self.step_tasks] if not t.done()]
+        if everything:
+            # Bounded: a task that ignores its cancellation must not keep the process
+            # (systemd would SIGKILL it at TimeoutStopSec); name it so it can be fixed.
+            _, stuck = await asyncio.wait(everything, timeout=grace)
+            for task in stuck:
+                where = "".join(
+                    f"{f.f_code.co_filename}:{f.f_lineno} {f.f_code.co_name}; "
+                    for f in task.get_stack()
+                )
+                log.warning("task %s did not stop when cancelled: %s", task.get_name(), where)
         if hasattr(self, "scheduler"):
             self.scheduler.shutdown(wait=False)
         if hasattr(self, "provider"):

@@ -17,6 +17,7 @@ import pytest
 from PIL import Image
 
 from daemon.simulator import SimConfig, Simulator
+from state.store import Store
 from tests.acceptance.harness import DaemonProcess, all_final, states
 from tests.helpers import png_bytes, wait_for
 
@@ -408,3 +409,51 @@ def test_invalid_config_is_refused_naming_key_value_reason(tmp_path: Path) -> No
     )
     assert out.returncode == 2
     assert "max_in_flight = 0: must be at least 1" in out.stderr
+
+
+def test_a_bug_in_one_job_fails_it_after_bounded_retries(tmp_path: Path, sim: Simulator) -> None:
+    with DaemonProcess(
+        tmp_path,
+        api_base=sim.base_url,
+        key=KEY,
+        settings={"max_step_retries": "3", "error_retry_seconds": "0.3"},
+    ) as d:
+        d.drop.mkdir()
+        store = Store.open(str(d.db))
+        # Parameters no code path can submit (recorded by an older or foreign writer).
+        broken = store.create_job(
+            source_path="broken.png",
+            data=image(990),
+            media_type="image/png",
+            params={},
+            provider="kling",
+        )
+        store.close()
+        d.start()
+        (d.drop / "fine.png").write_bytes(image(991))
+        jobs = d.wait_jobs(all_final(2), what="both jobs")
+        by_source = {j.source_path: j for j in jobs}
+        assert by_source["fine.png"].state == "succeed"
+        failed = by_source["broken.png"]
+        assert failed.id == broken.id and failed.state == "failed"
+        assert failed.error_code == "internal_error" and "after 3 tries" in failed.error_message
+        assert d.log().count("Traceback") == 1  # one traceback, not one per retry
+        assert d.proc is not None and d.proc.poll() is None
+
+
+def test_sigterm_while_busy_stops_within_the_grace(tmp_path: Path, sim: Simulator) -> None:
+    # The dispatcher is woken after every step; on Python 3.11 a cancellation racing that
+    # wake-up was swallowed and shutdown hung until SIGKILL.
+    with DaemonProcess(
+        tmp_path, api_base=sim.base_url, key=KEY, settings={"shutdown_grace_seconds": "3"}
+    ) as d:
+        d.drop.mkdir()
+        d.start()
+        for i in range(30):
+            (d.drop / f"busy{i}.png").write_bytes(image(1000 + i))
+        d.wait_jobs(lambda js: len(js) >= 10, what="a busy daemon")
+        started = time.monotonic()
+        assert d.stop(timeout=30) == 0
+        assert time.monotonic() - started < 3 * 2 + 5  # two bounded waits and a margin
+        log = d.log()
+        assert "did not stop" not in log and "stopped" in log

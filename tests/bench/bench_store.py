@@ -9,6 +9,7 @@ import json
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from state.lifecycle import JobEvent
 from state.store import Store
@@ -48,25 +49,30 @@ def measure(url: str, transitions: int, synchronous: str = "FULL") -> float:
     return transitions / elapsed
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--transitions", type=int, default=3000)
-    parser.add_argument("--json", type=Path, help="also write the results here")
-    args = parser.parse_args()
+def run_all(transitions: int) -> dict[str, Any]:
     results: dict[str, float | str] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for sync in ("FULL", "NORMAL"):
             db = Path(tmp) / f"bench-{sync}.db"
-            results[f"sqlite synchronous={sync}"] = measure(str(db), args.transitions, sync)
+            results[f"sqlite {sync}"] = round(measure(str(db), transitions, sync))
     reason = pg.unavailable_reason()
     if reason:
         results["postgresql"] = f"skipped: {reason}"
     else:
         with pg.fresh_database() as url:
-            results["postgresql"] = measure(url, args.transitions)
+            results["postgresql"] = round(measure(url, transitions))
+    return {"transitions": transitions, "transitions_per_second": results}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--transitions", type=int, default=3000)
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    args = parser.parse_args()
+    results = run_all(args.transitions)["transitions_per_second"]
     print(f"{'engine':32} {'transitions/s':>14}")
     for name, value in results.items():
-        shown = f"{value:14,.0f}" if isinstance(value, float) else f"  {value}"
+        shown = f"{value:14,.0f}" if isinstance(value, int | float) else f"  {value}"
         print(f"{name:32} {shown}")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))

@@ -19,6 +19,7 @@ from typing import Any
 
 from daemon.simulator import SimConfig, Simulator
 from state.lifecycle import JobEvent
+from state.params import effective
 from state.policies import PollPolicy
 from state.store import Store
 from tests.acceptance.harness import DaemonProcess
@@ -56,7 +57,13 @@ def daemon_with_sim(
             with d:
                 d.drop.mkdir()
                 yield d, sim, base
-    finally:
+    except BaseException:
+        print(f"(kept {base} for a look)")
+        raise
+    else:
+        log = base / "daemon.log"
+        if log.exists():  # the last run's log, for a look after the fact
+            shutil.copyfile(log, Path(tempfile.gettempdir()) / "dropreel-bench-last.log")
         shutil.rmtree(base, ignore_errors=True)
 
 
@@ -266,7 +273,7 @@ def recovery(n: int, in_flight: int = 200) -> dict[str, Any]:
                 source_path=f"r{i:05d}.png",
                 data=blob,
                 media_type="image/png",
-                params={"prompt": f"job {i}"},
+                params=effective({"prompt": f"job {i}"}),
                 provider="kling",
             )
         store.close()
