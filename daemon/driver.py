@@ -338,8 +338,13 @@ class Driver:
         self, job: JobRecord, task: RemoteTask, polls: int, extra: dict[str, Any]
     ) -> JobRecord | None:
         seconds = self._elapsed(job)
+        # Learn from the provider's own timestamps where it gives them: our elapsed time
+        # includes the wait until our poll, and learning from it would make every later
+        # first poll later still (a feedback loop the poll benchmark showed: 3 polls per
+        # job, but videos on disk 100 s after they were done).
+        generation = _provider_seconds(task)
         key = estimate_key(job.params)
-        self.expected.add(key, seconds)
+        self.expected.add(key, generation if generation is not None else seconds)
         dest = self._choose_output(job)
         self.claimed_outputs.add(dest)
         return await self._transition(
@@ -351,6 +356,7 @@ class Driver:
             next_action_at=self.now,
             detail={
                 "remote_seconds": round(seconds, 3),
+                **({"generation_seconds": round(generation, 3)} if generation is not None else {}),
                 "estimate_key": key,
                 "polls": polls,
                 "task_id": task.task_id,
@@ -445,3 +451,11 @@ async def _in_thread(fn: Callable[..., Any], *args: Any) -> Any:
     import asyncio
 
     return await asyncio.to_thread(fn, *args)
+
+
+def _provider_seconds(task: RemoteTask) -> float | None:
+    """Generation time by the provider's clock (created → updated), when plausible."""
+    if task.created_at is None or task.updated_at is None:
+        return None
+    seconds = (task.updated_at - task.created_at).total_seconds()
+    return seconds if 0 < seconds < 86400 else None

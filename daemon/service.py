@@ -181,7 +181,8 @@ class Daemon:
             live = [j for j in [await self._count_recovery(j, last_run) for j in live] if j]
         await self.store.pull_forward(SCHEDULED, self.clock.now())
         for detail in sync.recent_details(JobEvent.FINISHED_REMOTE.value):
-            key, seconds = detail.get("estimate_key"), detail.get("remote_seconds")
+            key = detail.get("estimate_key")
+            seconds = detail.get("generation_seconds", detail.get("remote_seconds"))
             if isinstance(key, str) and isinstance(seconds, int | float):
                 self.driver.expected.add(key, float(seconds))
         self.scheduler = AsyncIOScheduler(
@@ -329,19 +330,22 @@ class Daemon:
                 self.reconciled.set()
 
     def spawn(self, coro: Any, name: str) -> None:
-        self.tasks.append(asyncio.create_task(coro, name=name))
+        task = asyncio.create_task(coro, name=name)
+        task.add_done_callback(self._task_done)
+        self.tasks.append(task)
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        """A background task that dies stops the daemon (systemd restarts it)."""
+        if not task.cancelled() and task.exception() is not None and not self.stop_event.is_set():
+            log.critical("background task %s died: %r; stopping", task.get_name(), task.exception())
+            self.exit_code = 1
+            self.stop_event.set()
 
     async def _monitor(self) -> None:
-        """Wait for a stop request; a background task that dies stops the daemon."""
+        """Wait for a stop request (without polling: an idle daemon should not wake)."""
         while not self.stop_event.is_set():
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.stop_event.wait(), timeout=0.5)
-            for task in self.tasks:
-                if task.done() and not task.cancelled() and task.exception() is not None:
-                    exc = task.exception()
-                    log.critical("background task %s died: %r; stopping", task.get_name(), exc)
-                    self.exit_code = 1
-                    self.stop_event.set()
+                await asyncio.wait_for(self.stop_event.wait(), timeout=0.5 if self.once else 60)
             if self.once and await self._idle():
                 log.info("--once: nothing left to do")
                 self.stop_event.set()

@@ -70,6 +70,7 @@ class Intake:
         self.ingesting: set[str] = set()
         self.skipped: dict[str, tuple[int, int]] = {}  # logged once per (size, mtime)
         self.tasks: set[asyncio.Task[None]] = set()
+        self.noticed = asyncio.Event()  # a file entered the settle check
 
     @property
     def drop(self) -> Path:
@@ -99,6 +100,7 @@ class Intake:
             self.tracker.forget(key)
             return
         self.tracker.observe(key, st.st_size, st.st_mtime_ns, self.clock.monotonic())
+        self.noticed.set()
 
     def scan(self, top: Path | None = None) -> int:
         """Walk `top` (default: the whole drop folder) without following symlinks; every
@@ -160,8 +162,13 @@ class Intake:
         interval = max(0.05, min(0.5, self.settings.settle_seconds / 4))
         while not stop.is_set():
             self.check_settled()
+            # Nothing settling: sleep until a file is noticed (an idle daemon stays idle).
+            idle = not self.tracker.pending()
+            if idle:
+                self.noticed.clear()
+            waiter = self.noticed if idle else stop
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=interval)
+                await asyncio.wait_for(waiter.wait(), timeout=60.0 if idle else interval)
 
     def check_settled(self) -> None:
         if self.is_disk_full():

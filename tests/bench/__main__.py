@@ -18,7 +18,7 @@ from tests.bench import bench_store, scenarios
 FULL: dict[str, list[dict[str, Any]]] = {
     "burst_ingest": [{"n": 1000}, {"n": 10000}],
     "life_cycle": [{"n": 500}, {"n": 2000}],
-    "poll_economy": [{"n": 50}, {"n": 200}],
+    "poll_economy": [{"n": 50, "scale": 0.1}, {"n": 200, "scale": 0.1}],
     "recovery": [{"n": 1000}, {"n": 10000}],
     "idle": [{"seconds": 60.0}],
     "store": [{"transitions": 3000}],
