@@ -32,17 +32,15 @@ def analyze() -> str:
     return binary
 
 
-@pytest.fixture
-def installed(tmp_path: Path) -> Path:
-    """`dropreel install-service --root`: the files as an operator's machine gets them."""
-    result = subprocess.run(
+def install_service(root: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
         [
             sys.executable,
             "-m",
             "daemon.cli",
             "install-service",
             "--root",
-            str(tmp_path),
+            str(root),
             "--exec-path",
             str(DROPREEL),
         ],
@@ -50,6 +48,12 @@ def installed(tmp_path: Path) -> Path:
         text=True,
         timeout=60,
     )
+
+
+@pytest.fixture
+def installed(tmp_path: Path) -> Path:
+    """`dropreel install-service --root`: the files as an operator's machine gets them."""
+    result = install_service(tmp_path)
     assert result.returncode == 0, result.stderr
     assert "systemctl enable --now dropreel" in result.stdout
     assert "journalctl -u dropreel -f" in result.stdout
@@ -66,21 +70,7 @@ def test_install_service_writes_everything_and_keeps_a_config(installed: Path) -
     conf = installed / "etc/dropreel/dropreel.toml"
     edited = conf.read_text().replace("max_in_flight = 5", "max_in_flight = 3")
     conf.write_text(edited)  # the operator's edit
-    again = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "daemon.cli",
-            "install-service",
-            "--root",
-            str(installed),
-            "--exec-path",
-            str(DROPREEL),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    again = install_service(installed)
     assert again.returncode == 0 and "kept" in again.stdout
     assert conf.read_text() == edited
     # The example config is valid as shipped.
