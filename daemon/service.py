@@ -419,11 +419,15 @@ class Daemon:
     async def _dispatch(self) -> None:
         await self.check_clock()
         now = self.clock.now()
-        in_flight = await self.store.count_in_states(REMOTE) + len(self.creating)
+        # One round trip per tick (an idle daemon's wake-ups are mostly these).
+        remote, due = await self.store.dispatch_view(
+            REMOTE, now, self.gate.limit(now) + len(self.creating)
+        )
+        in_flight = remote + len(self.creating)
         free = self.gate.free_slots(now, in_flight)
         if free <= 0:
             return
-        for job in await self.store.due_queued(now, free + len(self.creating)):
+        for job in due:
             if job.id in self.creating or free <= 0:
                 continue
             free -= 1
@@ -519,8 +523,9 @@ class Daemon:
         beat = 0
         while True:
             await asyncio.sleep(self.settings.tick_seconds)
-            for job in await self.store.ended_with_source_in_place():
-                await self.job_ended(job)  # jobs ended by the CLI, or before a crash
+            if beat % 2 == 0:  # jobs ended by the CLI, or before a crash
+                for job in await self.store.ended_with_source_in_place():
+                    await self.job_ended(job)
             await self.check_clock()
             beat += 1
             if beat % 5 == 0:

@@ -425,6 +425,29 @@ class Store:
                 ).scalar_one()
             )
 
+    def dispatch_view(
+        self, remote_states: Iterable[str], now: datetime, limit: int
+    ) -> tuple[int, list[JobRecord]]:
+        """(jobs with the provider, due queued jobs oldest first) in one read: the
+        dispatcher's whole question each tick, in one round trip."""
+        with self._read() as conn:
+            in_flight = int(
+                conn.execute(
+                    select(func.count())
+                    .select_from(jobs_t)
+                    .where(jobs_t.c.state.in_(list(remote_states)))
+                ).scalar_one()
+            )
+            if limit <= 0:
+                return in_flight, []
+            rows = conn.execute(
+                select(*_job_columns)
+                .where(jobs_t.c.state == JobState.QUEUED.value, jobs_t.c.next_action_at <= now)
+                .order_by(jobs_t.c.created_at, jobs_t.c.id)
+                .limit(limit)
+            ).all()
+        return in_flight, [JobRecord(*r) for r in rows]
+
     def next_queued_at(self) -> datetime | None:
         """The earliest next action time among queued jobs."""
         with self._read() as conn:
