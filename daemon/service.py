@@ -30,6 +30,7 @@ from apscheduler.triggers.date import DateTrigger
 
 from daemon import files
 from daemon.async_store import AsyncStore
+from daemon.changes import WriteWatch
 from daemon.config import Settings
 from daemon.driver import Driver, short
 from daemon.errors import DiskFull
@@ -105,6 +106,8 @@ class Daemon:
         self.active: set[str] = set()
         self.again: set[str] = set()
         self.clock_lock = asyncio.Lock()
+        self.quiet = False  # nothing in flight, nothing due: ticks stretch, queries skip
+        self.next_queued: datetime | None = None
         self.step_errors: Counter[str] = Counter()  # unexpected errors per job, this run
         self.reconciling: set[str] = set()  # remote jobs not yet asked about since start
         self.reconciled = asyncio.Event()
@@ -132,6 +135,7 @@ class Daemon:
             self.lock = DatabaseLock(path)
             self.lock.acquire()
         sync = Store.open(s.db, clock=self.clock, synchronous=s.synchronous)
+        self.dispatch_writes, self.housekeeping_writes = WriteWatch(path), WriteWatch(path)
         self.store = AsyncStore(sync)
         self.provider = self._provider or build_provider(s, s.resolved_state_dir, sync.get_blob)
         self.driver = Driver(
@@ -408,21 +412,29 @@ class Daemon:
     async def _dispatch_forever(self) -> None:
         # Not `while True`: on 3.11, wait_for() can swallow a cancellation that arrives as
         # the event is set (which it is, after every step), and shutdown would hang.
+        tick = self.settings.tick_seconds
         while not self.stop_event.is_set():
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.dispatch_event.wait(), self.settings.tick_seconds)
+                await asyncio.wait_for(self.dispatch_event.wait(), tick * (2 if self.quiet else 1))
+            woken = self.dispatch_event.is_set()
             self.dispatch_event.clear()
             if self.intake_stop.is_set():
                 continue  # shutting down: no new creates
+            # Nothing in flight and nothing due: ask the database only if someone wrote
+            # to it (a CLI retry or submit) or a queued job's backoff has run out.
+            due_soon = self.next_queued is not None and self.next_queued <= self.clock.now()
+            if self.quiet and not woken and not due_soon and not self.dispatch_writes.changed():
+                continue
             await self._dispatch()
 
     async def _dispatch(self) -> None:
         await self.check_clock()
         now = self.clock.now()
         # One round trip per tick (an idle daemon's wake-ups are mostly these).
-        remote, due = await self.store.dispatch_view(
+        remote, due, self.next_queued = await self.store.dispatch_view(
             REMOTE, now, self.gate.limit(now) + len(self.creating)
         )
+        self.quiet = remote == 0 and not due and not self.creating and not self.active
         in_flight = remote + len(self.creating)
         free = self.gate.free_slots(now, in_flight)
         if free <= 0:
@@ -522,8 +534,10 @@ class Daemon:
     async def _housekeeping_forever(self) -> None:
         beat = 0
         while True:
-            await asyncio.sleep(self.settings.tick_seconds)
-            if beat % 2 == 0:  # jobs ended by the CLI, or before a crash
+            await asyncio.sleep(self.settings.tick_seconds * (2 if self.quiet else 1))
+            # Jobs ended by the CLI (or before a crash) get their source moved aside.
+            look = self.housekeeping_writes.changed() if self.quiet else beat % 2 == 0
+            if look:
                 for job in await self.store.ended_with_source_in_place():
                     await self.job_ended(job)
             await self.check_clock()
@@ -686,6 +700,12 @@ class Daemon:
             self.store.sync.close()
         if hasattr(self, "intake"):
             self.intake.close_pool()
+        for watch in (
+            getattr(self, "dispatch_writes", None),
+            getattr(self, "housekeeping_writes", None),
+        ):
+            if watch is not None:
+                watch.close()
         if self.lock is not None:
             self.lock.release()
         log.info("stopped")

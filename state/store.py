@@ -427,10 +427,15 @@ class Store:
 
     def dispatch_view(
         self, remote_states: Iterable[str], now: datetime, limit: int
-    ) -> tuple[int, list[JobRecord]]:
-        """(jobs with the provider, due queued jobs oldest first) in one read: the
-        dispatcher's whole question each tick, in one round trip."""
+    ) -> tuple[int, list[JobRecord], datetime | None]:
+        """(jobs with the provider, due queued jobs oldest first, when the next queued
+        job comes due) in one read: the dispatcher's whole question, in one round trip."""
         with self._read() as conn:
+            next_queued = conn.execute(
+                select(func.min(jobs_t.c.next_action_at)).where(
+                    jobs_t.c.state == JobState.QUEUED.value
+                )
+            ).scalar_one_or_none()
             in_flight = int(
                 conn.execute(
                     select(func.count())
@@ -439,14 +444,14 @@ class Store:
                 ).scalar_one()
             )
             if limit <= 0:
-                return in_flight, []
+                return in_flight, [], next_queued
             rows = conn.execute(
                 select(*_job_columns)
                 .where(jobs_t.c.state == JobState.QUEUED.value, jobs_t.c.next_action_at <= now)
                 .order_by(jobs_t.c.created_at, jobs_t.c.id)
                 .limit(limit)
             ).all()
-        return in_flight, [JobRecord(*r) for r in rows]
+        return in_flight, [JobRecord(*r) for r in rows], next_queued
 
     def next_queued_at(self) -> datetime | None:
         """The earliest next action time among queued jobs."""

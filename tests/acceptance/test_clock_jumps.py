@@ -28,7 +28,7 @@ def _libfaketime() -> Path:
 @pytest.fixture
 def sim() -> Iterator[Simulator]:
     # Tasks take real seconds, so the jumps land while every job is in flight.
-    config = SimConfig(static_keys={KEY}, concurrency=50, task_time=(4.0, 5.0), seed=3)
+    config = SimConfig(static_keys={KEY}, concurrency=50, task_time=(8.0, 9.0), seed=3)
     with Simulator(config).start() as s:
         yield s
 
@@ -54,7 +54,7 @@ def test_clock_jumps_back_and_forward(tmp_path: Path, sim: Simulator) -> None:
         "FAKETIME_NO_CACHE": "1",
         "FAKETIME_DONT_FAKE_MONOTONIC": "1",  # a real clock step leaves CLOCK_MONOTONIC be
     }
-    settings = {"deadline_minutes": "10", "expected_seconds": "4", "poll_max_seconds": "1"}
+    settings = {"deadline_minutes": "10", "expected_seconds": "8", "poll_max_seconds": "1"}
     with DaemonProcess(tmp_path, api_base=sim.base_url, key=KEY, env=env,
                        settings=settings) as d:
         d.drop.mkdir()
