@@ -63,3 +63,22 @@ def test_jump_detector_sees_wall_steps_not_elapsed_time() -> None:
     assert jumps.check() == 0.0
     clock.jump(86400)
     assert jumps.check() == 86400
+
+
+def test_generation_time_is_learned_from_provider_timestamps() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from daemon.driver import _provider_seconds
+    from daemon.kling_parse import RemoteStatus, RemoteTask
+
+    start = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)
+
+    def task(created: datetime | None, updated: datetime | None) -> RemoteTask:
+        return RemoteTask(
+            "t1", RemoteStatus.DONE, "succeed", created_at=created, updated_at=updated
+        )
+
+    assert _provider_seconds(task(start, start + timedelta(seconds=148.5))) == 148.5
+    assert _provider_seconds(task(start, None)) is None  # not given: fall back to ours
+    assert _provider_seconds(task(start, start - timedelta(seconds=5))) is None  # absurd
+    assert _provider_seconds(task(start, start + timedelta(days=3))) is None
