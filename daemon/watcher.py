@@ -152,11 +152,16 @@ class Intake:
                     self.notice(path)
 
     async def rescan_forever(self, stop: asyncio.Event) -> None:
+        # The first rescan comes soon: a file written between the start-up scan and the
+        # moment inotify watches are in place has no event, and would otherwise wait for
+        # the periodic rescan (minutes).
+        timeout = min(2.0, self.settings.rescan_seconds)
         while not stop.is_set():
             try:
-                await asyncio.wait_for(stop.wait(), timeout=self.settings.rescan_seconds)
+                await asyncio.wait_for(stop.wait(), timeout=timeout)
             except TimeoutError:
                 self.scan()
+            timeout = self.settings.rescan_seconds
 
     async def settle_forever(self, stop: asyncio.Event) -> None:
         interval = max(0.05, min(0.5, self.settings.settle_seconds / 4))
