@@ -24,7 +24,7 @@ from daemon import humane
 from daemon.config import Settings
 from daemon.lock import DatabaseLock
 from state.db import normalize_url, sqlite_path
-from state.errors import AmbiguousJobId, JobNotFound, StaleJob
+from state.errors import StaleJob
 from state.lifecycle import IllegalTransition, JobEvent, JobState
 from state.store import JobRecord, Store, TransitionRecord
 
@@ -496,5 +496,3 @@ def _follow(settings: Settings, job_id: str, as_json: bool) -> int:
             print(f"dropreel: job {job.id[:8]} {job.state}: {job.error_message}", file=sys.stderr)
     return 0 if job.state == JobState.SUCCEED else 1
 
-
-ERRORS = (JobNotFound, AmbiguousJobId, Refused)

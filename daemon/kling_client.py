@@ -111,8 +111,9 @@ class KlingClient:
         self._dl = httpx.AsyncClient(
             transport=download_transport, timeout=timeouts, limits=limits, follow_redirects=True
         )
-        # Requests queue here, not in httpcore's pool: its waiters cost O(waiting) work per
-        # event, so 200 jobs in flight made every request ~10 ms of event-loop CPU.
+        # Requests queue here rather than in httpcore's pool (whose waiting requests are
+        # rescanned on every assignment); the life-cycle benchmark showed no measurable
+        # change either way at 200 in flight, so this is a bound, not a speed-up.
         self._api_slots = asyncio.Semaphore(max_connections)
         self._dl_slots = asyncio.Semaphore(max_connections)
         self.duration_as_int = duration_as_int

@@ -194,7 +194,6 @@ class Daemon:
             job_defaults={"misfire_grace_time": None, "coalesce": True, "max_instances": 1},
         )
         self.scheduler.start()
-        self.jumps = JumpDetector(self.clock)
         now = self.clock.now()
         for job in live:
             if job.state == JobState.QUEUED:

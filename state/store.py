@@ -406,25 +406,6 @@ class Store:
             limit=limit,
         )
 
-    def due_queued(self, now: datetime, limit: int) -> list[JobRecord]:
-        """Queued jobs whose next action time has come, oldest first (submission order)."""
-        if limit <= 0:
-            return []
-        return self._select(
-            jobs_t.c.state == JobState.QUEUED.value,
-            jobs_t.c.next_action_at <= now,
-            order=(jobs_t.c.created_at, jobs_t.c.id),
-            limit=limit,
-        )
-
-    def count_in_states(self, states: Iterable[str]) -> int:
-        with self._read() as conn:
-            return int(
-                conn.execute(
-                    select(func.count()).select_from(jobs_t).where(jobs_t.c.state.in_(list(states)))
-                ).scalar_one()
-            )
-
     def dispatch_view(
         self, remote_states: Iterable[str], now: datetime, limit: int
     ) -> tuple[int, list[JobRecord], datetime | None]:

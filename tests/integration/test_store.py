@@ -155,6 +155,9 @@ def test_queries(store: Store, clock: ManualClock) -> None:
     clock.advance(31)
     assert {j.id for j in store.due_jobs(clock.now())} == {b.id, c.id}
     assert [j.id for j in store.find_by_content_key(c.content_key, ["queued"])] == [c.id]
+    remote, due, next_queued = store.dispatch_view(["processing"], clock.now(), 5)
+    assert (remote, [j.id for j in due]) == (1, [c.id]) and next_queued is not None
+    assert store.dispatch_view(["processing"], clock.now(), 0)[1] == []
 
 
 def test_resolve_prefix(store: Store) -> None:
