@@ -495,4 +495,3 @@ def _follow(settings: Settings, job_id: str, as_json: bool) -> int:
         else:
             print(f"dropreel: job {job.id[:8]} {job.state}: {job.error_message}", file=sys.stderr)
     return 0 if job.state == JobState.SUCCEED else 1
-

@@ -307,6 +307,9 @@ class Simulator:
 class _Handler(BaseHTTPRequestHandler):
     simulator: Simulator
     protocol_version = "HTTP/1.1"
+    # The status line and headers go out in one write and the body in another; with
+    # Nagle on, the body waits for the client's delayed ACK (40 ms per keep-alive request).
+    disable_nagle_algorithm = True
 
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("sim: " + format, *args)

@@ -55,8 +55,7 @@ def test_clock_jumps_back_and_forward(tmp_path: Path, sim: Simulator) -> None:
         "FAKETIME_DONT_FAKE_MONOTONIC": "1",  # a real clock step leaves CLOCK_MONOTONIC be
     }
     settings = {"deadline_minutes": "10", "expected_seconds": "8", "poll_max_seconds": "1"}
-    with DaemonProcess(tmp_path, api_base=sim.base_url, key=KEY, env=env,
-                       settings=settings) as d:
+    with DaemonProcess(tmp_path, api_base=sim.base_url, key=KEY, env=env, settings=settings) as d:
         d.drop.mkdir()
         d.start()
         for i in range(3):

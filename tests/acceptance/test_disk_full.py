@@ -21,8 +21,9 @@ def small_output(tmp_path: Path) -> Iterator[Path]:
     mnt.mkdir()
     if os.geteuid() != 0:
         pytest.skip("mounting a size-limited tmpfs needs root")
-    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)],
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)], capture_output=True, text=True
+    )
     if result.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {result.stderr.strip()}")
     try:
@@ -33,8 +34,10 @@ def small_output(tmp_path: Path) -> Iterator[Path]:
 
 def test_disk_full_pauses_downloads_then_resumes(tmp_path: Path, small_output: Path) -> None:
     config = SimConfig(static_keys={KEY}, concurrency=50, video_padding=300_000)
-    with Simulator(config).start() as sim, DaemonProcess(
-            tmp_path, api_base=sim.base_url, key=KEY) as d:
+    with (
+        Simulator(config).start() as sim,
+        DaemonProcess(tmp_path, api_base=sim.base_url, key=KEY) as d,
+    ):
         d.drop.mkdir()
         d.start()
         for i in range(6):

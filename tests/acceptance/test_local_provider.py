@@ -55,7 +55,11 @@ def test_no_key_dropped_image_becomes_a_video(tmp_path: Path) -> None:
         assert (tmp_path / "drop" / "done" / "toy.jpg").exists()
         history = [(t.from_state, t.to_state) for t in d.store().history(job.id)]
         assert [to for _, to in history] == [
-            "queued", "submitted", "processing", "downloading", "succeed"
+            "queued",
+            "submitted",
+            "processing",
+            "downloading",
+            "succeed",
         ], history
 
 
@@ -73,6 +77,8 @@ def test_kill_during_render_redoes_it_once(tmp_path: Path) -> None:
         jobs = d.wait_jobs(all_final(3), timeout=180, what="renders after the kill")
         assert all(j.state == "succeed" for j in jobs), states(jobs)
         assert sorted(p.name for p in (tmp_path / "output").glob("*.mp4")) == [
-            "p0.mp4", "p1.mp4", "p2.mp4"
+            "p0.mp4",
+            "p1.mp4",
+            "p2.mp4",
         ]
         assert not list((tmp_path / "output").glob(".*"))

@@ -18,6 +18,7 @@ from tests.bench import bench_store, scenarios
 FULL: dict[str, list[dict[str, Any]]] = {
     "burst_ingest": [{"n": 1000}, {"n": 10000}],
     "life_cycle": [{"n": 500}, {"n": 2000}],
+    "http_floor": [{"n": 2000, "concurrency": 8}, {"n": 2000, "concurrency": 200}],
     "poll_economy": [{"n": 50, "scale": 0.1}, {"n": 200, "scale": 0.1}],
     "recovery": [{"n": 1000}, {"n": 10000}],
     "idle": [{"seconds": 60.0}],
@@ -26,6 +27,7 @@ FULL: dict[str, list[dict[str, Any]]] = {
 SMOKE: dict[str, list[dict[str, Any]]] = {
     "burst_ingest": [{"n": 20}],
     "life_cycle": [{"n": 20, "in_flight": 10}],
+    "http_floor": [{"n": 20, "concurrency": 4}],
     "poll_economy": [{"n": 5, "scale": 0.005}],
     "recovery": [{"n": 50, "in_flight": 10}],
     "idle": [{"seconds": 3.0}],
@@ -66,6 +68,7 @@ TABLE = [
     ("life_cycle", "jobs", "jobs_per_second", "jobs/s", ">= 300"),
     ("life_cycle", "jobs", "http_calls_per_job", "HTTP calls/job", ""),
     ("life_cycle", "jobs", "db_transactions_per_job", "DB transactions/job", ""),
+    ("http_floor", "concurrency", "jobs_per_second", "jobs/s, HTTP only (floor)", ""),
     ("poll_economy", "jobs", "ratio_to_ideal", "status calls / ideal", "<= 1.5"),
     ("poll_economy", "jobs", "status_calls_per_job", "status calls/job", ""),
     ("poll_economy", "jobs", "naive_calls_per_job", "naive calls/job", ""),

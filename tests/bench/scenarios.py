@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import io
+import json
 import math
 import random
 import re
@@ -331,3 +332,32 @@ def idle(seconds: float = 60.0) -> dict[str, Any]:
         "wakeups_per_second": round(wake / seconds, 1),
         "rss_mb": round(rss, 1),
     }
+
+
+# -- 2b. the HTTP floor under the life cycle ---------------------------------------------
+
+
+def http_floor(n: int, concurrency: int = 200) -> dict[str, Any]:
+    """create + query + download per job through KlingClient in a separate process, with
+    nothing else: the most a daemon on this client and machine could do (see http_floor)."""
+    import subprocess
+    import sys
+
+    out = Path(tempfile.mkdtemp(prefix="drbench"))
+    sim = SimConfig(static_keys={KEY}, task_time=(0.0, 0.0), concurrency=10**6)
+    try:
+        with Simulator(sim).start() as simulator:
+            args = [simulator.base_url, KEY, str(n), str(concurrency), str(out)]
+            done = subprocess.run(
+                [sys.executable, "-m", "tests.bench.http_floor", *args],
+                capture_output=True,
+                text=True,
+                timeout=900,
+                check=True,
+            )
+            calls = sum(simulator.stats()["requests"].values())
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+    figures: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    figures.update(concurrency=concurrency, http_calls_per_job=round(calls / n, 2))
+    return figures

@@ -25,6 +25,8 @@ def test_benchmarks_run_at_smoke_size(tmp_path: Path) -> None:
     [cycle] = data["life_cycle"]
     assert cycle["duplicate_creates"] == 0 and cycle["calls"]["create"] == 20
     assert cycle["http_calls_per_job"] >= 3 and cycle["db_transactions_per_job"] > 1
+    [floor] = data["http_floor"]
+    assert floor["jobs"] == 20 and floor["http_calls_per_job"] == 3 and floor["jobs_per_second"] > 0
     [poll] = data["poll_economy"]
     assert poll["status_calls_per_job"] >= 1 and poll["ideal_calls_per_job"] >= 1
     [rec] = data["recovery"]
