@@ -71,6 +71,9 @@ class Settings:
     max_step_retries: int = 8
     error_retry_seconds: float = 30.0  # after an unexpected error (a bug) in a job's step
     tick_seconds: float = 1.0
+    # PostgreSQL shared by several daemons: how long a daemon's hold on its jobs lasts
+    # without renewal (renewed every third of it); a dead daemon's jobs wait this long.
+    lease_seconds: float = 30.0
     defaults: Mapping[str, Any] = field(default_factory=dict)
     presets: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     config_file: Path | None = None
@@ -113,6 +116,7 @@ CHECKS: dict[str, Callable[[Any], str | None]] = {
     "pause_retry_seconds": _positive,
     "max_step_retries": _at_least_one,
     "tick_seconds": _positive,
+    "lease_seconds": lambda v: None if v >= 1 else "must be 1 or more",
     "api_base": lambda v: (
         None if v.startswith(("http://", "https://")) else "must be an http(s) URL"
     ),

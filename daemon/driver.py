@@ -58,6 +58,10 @@ class Driver:
     expected: ExpectedTimes = field(default_factory=ExpectedTimes)
     on_end: Callable[[JobRecord], Any] | None = None  # called with every job that ended
     claimed_outputs: set[Path] = field(default_factory=set)
+    # False while this daemon cannot be sure it still holds its jobs (shared table, lease
+    # not renewed in time): no create call is sent then.
+    may_act: Callable[[], bool] = lambda: True
+    admission_refused = False  # the cluster-wide in-flight limit said no (last submit)
 
     def __post_init__(self) -> None:
         s = self.settings
@@ -160,9 +164,27 @@ class Driver:
                     "say whether it exists; not sending another",
                     count=True,
                 )
-        job = await self.store.update(
-            job.id, job.version, create_sent_at=self.now, external_task_id=ext
-        )
+        # Recorded before the call, and only within the in-flight limit counted over the
+        # whole table (several daemons share the provider account's limit).
+        self.admission_refused = False
+        try:
+            admitted = await self.store.admit(
+                job.id,
+                job.version,
+                self.gate.limit(self.now),
+                create_sent_at=self.now,
+                external_task_id=ext,
+            )
+        except StaleJob as exc:
+            log.info("job %s not submitted: %s", short(job.id), exc)
+            return None
+        if admitted is None:
+            self.admission_refused = True
+            return None
+        job = admitted
+        if not self.may_act():
+            log.warning("job %s: lease not renewed in time; create not sent", short(job.id))
+            return None
         image = await self.store.get_blob(job.input_sha256)
         try:
             task = await self.provider.create(job, image, ext, notes)

@@ -135,11 +135,21 @@ class Daemon:
             self.lock = DatabaseLock(path)
             self.lock.acquire()
         sync = Store.open(s.db, clock=self.clock, synchronous=s.synchronous)
+        # PostgreSQL: the table may be shared with other daemons; jobs are held by lease.
+        self.shared = sync.dialect == "postgresql"
+        self.lease_valid_until = 0.0  # monotonic; our hold on our jobs is sure until then
         self.dispatch_writes, self.housekeeping_writes = WriteWatch(path), WriteWatch(path)
         self.store = AsyncStore(sync)
         self.provider = self._provider or build_provider(s, s.resolved_state_dir, sync.get_blob)
         self.driver = Driver(
-            self.store, self.provider, s, self.clock, self.gate, self.rng, on_end=self.job_ended
+            self.store,
+            self.provider,
+            s,
+            self.clock,
+            self.gate,
+            self.rng,
+            on_end=self.job_ended,
+            may_act=self.holds_lease,
         )
         self.intake = Intake(
             s,
@@ -169,16 +179,30 @@ class Daemon:
         started = time.monotonic()
         s = self.settings
         sync = self.store.sync
-        crashed = await self.store.close_stale_daemons()
+        lease = timedelta(seconds=s.lease_seconds)
+        # Shared table: only daemons silent for a whole lease are taken for dead.
+        crashed = await self.store.close_stale_daemons(
+            self.clock.now() - lease if self.shared else None
+        )
         self.daemon_id = await self.store.register_daemon(
             socket.gethostname(), os.getpid(), s.max_in_flight
         )
+        if self.shared:
+            sync.owner, sync.lease = self.daemon_id, lease
+            self.lease_valid_until = time.monotonic() + s.lease_seconds
         for row in crashed:
             log.warning(
                 "previous daemon (pid %s, started %s) did not stop cleanly",
                 row["pid"],
                 row["started_at"],
             )
+        if self.shared:
+            # Jobs nobody holds (their daemon stopped, or died a lease ago) become ours;
+            # the rest stay with the live daemons that hold them.
+            taken = await self.store.take_over()
+            if taken:
+                log.info("took over %d jobs no live daemon held", len(taken))
+            crashed = []
         live = await self.store.live_jobs()
         if crashed:
             last_run = max(row["started_at"] for row in crashed)
@@ -194,22 +218,57 @@ class Daemon:
             job_defaults={"misfire_grace_time": None, "coalesce": True, "max_instances": 1},
         )
         self.scheduler.start()
-        now = self.clock.now()
         for job in live:
-            if job.state == JobState.QUEUED:
-                self.intake.known.add(job.source_path)
-                continue
-            self.intake.known.add(job.source_path)
-            if job.state == JobState.DOWNLOADING and job.output_path:
-                self.driver.claimed_outputs.add(Path(job.output_path))
-            # Unfinished remote work: ask the provider now, not at the old schedule.
-            if job.state in REMOTE:
-                self.reconciling.add(job.id)
-            self.schedule(job.id, now)
+            self.adopt(job)
         self.started_at, self.live_at_start = started, len(live)
         log.info(
             "all unfinished jobs scheduled (%d) in %.2fs", len(live), time.monotonic() - started
         )
+
+    def adopt(self, job: JobRecord) -> None:
+        """Take charge of an unfinished job found in the table (at start, or taken over
+        from a daemon whose lease ran out): remote work is reconciled with the provider
+        at once, exactly as after a crash."""
+        self.intake.known.add(job.source_path)
+        if job.state == JobState.QUEUED or job.is_final:
+            return  # the dispatcher's (a create sent before is looked up first) / housekeeping
+        if job.state == JobState.DOWNLOADING and job.output_path:
+            self.driver.claimed_outputs.add(Path(job.output_path))
+        if job.state in REMOTE:
+            self.reconciling.add(job.id)
+        self.schedule(job.id, self.clock.now())
+
+    def holds_lease(self) -> bool:
+        """Whether this daemon can be sure it still holds its jobs: always alone on SQLite;
+        on a shared table, while a third of the lease is left since the last renewal."""
+        if not self.shared:
+            return True
+        return time.monotonic() < self.lease_valid_until - self.settings.lease_seconds / 3
+
+    async def _leases_forever(self) -> None:
+        """Renew our hold every third of a lease; take over jobs whose holder's lease ran
+        out (it died, or was stopped for longer than a lease)."""
+        every = self.settings.lease_seconds / 3
+        while True:
+            started = time.monotonic()
+            try:
+                held = await self.store.renew()
+                self.lease_valid_until = started + self.settings.lease_seconds
+                taken = await self.store.take_over()
+            except Exception as exc:  # the database is down: try again, keep running
+                log.error("lease renewal failed: %r", exc)
+                await asyncio.sleep(min(every, 1.0))
+                continue
+            if taken:
+                log.warning(
+                    "took over %d jobs whose daemon's lease ran out (now holding %d)",
+                    len(taken),
+                    held + len(taken),
+                )
+                for job in taken:
+                    self.adopt(job)
+                self.dispatch_event.set()
+            await asyncio.sleep(max(0.0, every - (time.monotonic() - started)))
 
     async def announce_ready(self, budget: float = 60.0) -> None:
         """READY=1 once every job that was with the provider when we started has been
@@ -313,6 +372,8 @@ class Daemon:
             self.spawn(self._workers(), "workers")
             self.spawn(self._dispatch_forever(), "dispatcher")
             self.spawn(self._housekeeping_forever(), "housekeeping")
+            if self.shared:
+                self.spawn(self._leases_forever(), "leases")
             if self.notifier.watchdog_interval:
                 self.spawn(self._watchdog_forever(), "watchdog")
             await self.announce_ready()
@@ -385,6 +446,10 @@ class Daemon:
     async def _step(self, job_id: str) -> None:
         await self.check_clock()  # before any deadline is judged against the wall clock
         job = await self.store.get(job_id)
+        if self.shared and job.owner != self.daemon_id:
+            log.info("job %s is held by another daemon now; leaving it", short(job_id))
+            self.intake.known.discard(job.source_path)
+            return
         if job.is_final:
             if job.source_done_at is None:
                 await self.job_ended(job)
@@ -456,7 +521,8 @@ class Daemon:
             await self._unexpected(job.id, exc, "submission")
         finally:
             self.creating.discard(job.id)
-            self.dispatch_event.set()
+            if not self.driver.admission_refused:  # full: the next tick tries again
+                self.dispatch_event.set()
 
     async def _unexpected(self, job_id: str, exc: Exception, what: str) -> None:
         """A bug, not a provider answer: retry a few times (error_retry_seconds apart),
@@ -692,6 +758,9 @@ class Daemon:
         if hasattr(self, "store"):
             if self.daemon_id is not None:
                 with contextlib.suppress(Exception):
+                    if self.shared:  # other daemons may take our jobs at once
+                        released = await self.store.release()
+                        log.info("released %d jobs to other daemons", released)
                     await self.store.stop_daemon(self.daemon_id)
             self.store.close()
             log.info("store: %d write transactions in this run", self.store.sync.write_count)

@@ -36,6 +36,7 @@ from daemon.intake import (
     read_sidecar,
 )
 from state.clock import Clock
+from state.errors import DuplicateIntake
 from state.lifecycle import JobState
 from state.params import ParamError, effective
 from state.store import content_key
@@ -69,6 +70,8 @@ class Intake:
         self.known: set[str] = set()  # sources of live jobs (relative paths)
         self.ingesting: set[str] = set()
         self.skipped: dict[str, tuple[int, int]] = {}  # logged once per (size, mtime)
+        # Files another daemon (same shared folder) made a job of: (size, mtime) seen.
+        self.others: dict[str, tuple[int, int]] = {}
         self.tasks: set[asyncio.Task[None]] = set()
         self.noticed = asyncio.Event()  # a file entered the settle check
 
@@ -197,6 +200,9 @@ class Intake:
                     else "not a regular file",
                 )
                 continue
+            if self.others.get(key) == (st.st_size, st.st_mtime_ns):
+                self.tracker.forget(key)  # another daemon's job: not ours to touch
+                continue
             if self.tracker.observe(key, st.st_size, st.st_mtime_ns, now):
                 self.tracker.forget(key)
                 self.ingesting.add(key)
@@ -215,6 +221,10 @@ class Intake:
     async def _ingest(self, key: str, st: os.stat_result) -> None:
         try:
             await self._ingest_file(key, st)
+        except DuplicateIntake:
+            # A daemon sharing this folder recorded the same file first: one job.
+            self.others[key] = (st.st_size, st.st_mtime_ns)
+            log.info("skipped %s: another daemon sharing this folder made it a job", key)
         except DiskFull as exc:
             log.error("intake of %s held: %s; retrying in 30s", key, exc)
             asyncio.get_running_loop().call_later(30, self.notice, self.drop / key)
@@ -230,6 +240,7 @@ class Intake:
         if st.st_size > limit:
             await self._reject(
                 key,
+                st,
                 b"",
                 "too_large",
                 f"{key} is {st.st_size / 1e6:.1f} MB; the limit is "
@@ -258,15 +269,18 @@ class Intake:
                 sidecar,
             )
         except (ValueError, ParamError) as exc:
-            await self._reject(key, data, "bad_parameters", f"{key}: {exc}", {})
+            await self._reject(key, st, data, "bad_parameters", f"{key}: {exc}", {})
             return
         try:
             prepared = await self._prepare(data, key)
         except InvalidImage as exc:
-            await self._reject(key, data, exc.code, str(exc), params)
+            await self._reject(key, st, data, exc.code, str(exc), params)
             return
         ckey = content_key(hashlib.sha256(prepared.data).hexdigest(), params)
         existing = await self.store.find_by_content_key(ckey, DEDUPE_STATES)
+        same_file = [j for j in existing if j.source_path == key and j.source_done_at is None]
+        if same_file:
+            raise DuplicateIntake(self.intake_key(key, st))
         if existing:
             other = existing[0]
             note = (
@@ -292,6 +306,7 @@ class Intake:
             params=params,
             provider=self.provider_name,
             detail=detail,
+            intake_key=self.intake_key(key, st),
         )
         self.known.add(key)
         log.info(
@@ -301,6 +316,12 @@ class Intake:
             f" ({'; '.join(prepared.conformed)})" if prepared.conformed else "",
         )
         self.on_job()
+
+    @staticmethod
+    def intake_key(key: str, st: os.stat_result) -> str:
+        """The file as every daemon sharing the folder sees it; unique among jobs whose
+        source is still in place, so the same file dropped again later is a new job."""
+        return f"{key}|{st.st_size}|{st.st_mtime_ns}"
 
     def pool(self) -> Executor:
         if self._pool is None:
@@ -331,7 +352,13 @@ class Intake:
             ) from None
 
     async def _reject(
-        self, key: str, data: bytes, code: str, message: str, params: dict[str, Any]
+        self,
+        key: str,
+        st: os.stat_result,
+        data: bytes,
+        code: str,
+        message: str,
+        params: dict[str, Any],
     ) -> None:
         job = await self.store.create_job(
             source_path=key,
@@ -340,6 +367,7 @@ class Intake:
             params=params,
             provider=self.provider_name,
             fail=(code, message),
+            intake_key=self.intake_key(key, st),
         )
         log.warning("job %s failed at intake: %s", job.id[:8], message)
         await self.on_end_fail(job)

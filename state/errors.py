@@ -4,6 +4,8 @@
     ├── JobNotFound        no job with that id (or prefix)
     ├── AmbiguousJobId     a prefix matches several jobs
     ├── StaleJob           compare-and-set lost: someone else changed the job first
+    │   └── Fenced         …because another daemon has taken the job over (shared table)
+    ├── DuplicateIntake    that file (path, size, mtime) is already a job's source
     └── DatabaseRefused    the database is missing, corrupt, too new, or not ours
 IllegalTransition (state.lifecycle) is raised for an event the life cycle forbids.
 """
@@ -32,6 +34,21 @@ class StaleJob(StoreError):
         super().__init__(
             f"job {job_id} changed concurrently (expected version {expected}, found {found})"
         )
+
+
+class Fenced(StaleJob):
+    """A write by a daemon that no longer holds the job (its lease ran out and another
+    daemon took the job over): it matched no row, and nothing was written."""
+
+    def __init__(self, job_id: str, owner: str) -> None:
+        StoreError.__init__(self, f"job {job_id} is no longer held by daemon {owner[:8]}")
+        self.job_id, self.expected, self.found = job_id, None, None
+
+
+class DuplicateIntake(StoreError):
+    def __init__(self, intake_key: str) -> None:
+        self.intake_key = intake_key
+        super().__init__(f"{intake_key.split('|')[0]} is already the source of a job")
 
 
 class DatabaseRefused(StoreError):

@@ -19,6 +19,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     false,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -89,6 +90,13 @@ class Job(Base):
     created_at: Mapped[datetime] = mapped_column(UTCTime())
     updated_at: Mapped[datetime] = mapped_column(UTCTime())
     version: Mapped[int] = mapped_column(Integer, default=1)
+    # Several daemons on one PostgreSQL table: the daemon that holds the job and until
+    # when; a lease that ran out lets another daemon take the job over.
+    owner: Mapped[str | None] = mapped_column(String(32))
+    lease_until: Mapped[datetime | None] = mapped_column(UTCTime())
+    # "<path in the drop folder>|<size>|<mtime ns>": two daemons watching one shared
+    # folder that see the same file create one job; the unique index decides, not timing.
+    intake_key: Mapped[str | None] = mapped_column(Text)
 
     __table_args__ = (
         Index("ix_jobs_state_next_action", "state", "next_action_at"),
@@ -96,6 +104,14 @@ class Job(Base):
         Index("ix_jobs_created_at", "created_at"),
         Index("ix_jobs_source_path", "source_path"),
         Index("ix_jobs_content_key", "content_key"),
+        Index("ix_jobs_owner", "owner"),
+        Index(
+            "ux_jobs_intake_key_in_place",
+            "intake_key",
+            unique=True,
+            sqlite_where=text("source_done_at IS NULL"),
+            postgresql_where=text("source_done_at IS NULL"),
+        ),
     )
 
 
@@ -114,6 +130,7 @@ class JobTransition(Base):
     event: Mapped[str] = mapped_column(String(32))
     at: Mapped[datetime] = mapped_column(UTCTime())
     detail: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    daemon_id: Mapped[str | None] = mapped_column(String(32))  # who wrote it (None: CLI)
 
     __table_args__ = (
         Index("ix_job_transitions_job_id", "job_id", "id"),

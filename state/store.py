@@ -18,11 +18,19 @@ from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, bindparam, func, insert, select, update
+from sqlalchemy import Connection, Engine, bindparam, func, insert, or_, select, text, update
+from sqlalchemy.exc import IntegrityError
 
 from state.clock import Clock, SystemClock
 from state.db import check_and_migrate, make_engine, normalize_url, sqlite_path
-from state.errors import AmbiguousJobId, DatabaseRefused, JobNotFound, StaleJob
+from state.errors import (
+    AmbiguousJobId,
+    DatabaseRefused,
+    DuplicateIntake,
+    Fenced,
+    JobNotFound,
+    StaleJob,
+)
 from state.lifecycle import LIVE_STATES, JobEvent, JobState, apply
 from state.models import Daemon, InputBlob, Job, JobTransition
 
@@ -58,6 +66,8 @@ class JobRecord:
     created_at: datetime
     updated_at: datetime
     version: int
+    owner: str | None = None
+    lease_until: datetime | None = None
 
     @property
     def is_final(self) -> bool:
@@ -74,6 +84,7 @@ class TransitionRecord:
     event: str
     at: datetime
     detail: dict[str, Any] | None
+    daemon_id: str | None = None  # the daemon that wrote it (None: the CLI)
 
 
 _JOB_FIELDS = [f.name for f in fields(JobRecord)]
@@ -87,6 +98,8 @@ SETTABLE = frozenset(_JOB_FIELDS) - {
     "updated_at",
     "input_sha256",
     "content_key",
+    "owner",
+    "lease_until",
 }
 _job_columns = [jobs_t.c[name] for name in _JOB_FIELDS]
 # Statements built once: building them per call costs more than executing them.
@@ -95,7 +108,10 @@ _SELECT_JOB_FOR_UPDATE = _SELECT_JOB.with_for_update()
 _CAS_JOB = update(jobs_t).where(
     jobs_t.c.id == bindparam("b_id"), jobs_t.c.version == bindparam("b_version")
 )
+# A daemon on a shared table writes only jobs it holds: a takeover fences the old holder.
+_CAS_HELD_JOB = _CAS_JOB.where(jobs_t.c.owner == bindparam("b_owner"))
 _INSERT_TRANSITION = insert(transitions_t)
+_REMOTE = [JobState.SUBMITTED.value, JobState.PROCESSING.value]
 
 
 def new_job_id() -> str:
@@ -115,6 +131,11 @@ class Store:
         self.engine = engine
         self.clock: Clock = clock or SystemClock()
         self._writer = engine.execution_options(sqlite_immediate=True)
+        # Set by a daemon sharing the table with others (PostgreSQL): it then reads and
+        # writes only the jobs it holds, and its history rows carry its id.
+        self.owner: str | None = None
+        self.lease = timedelta(seconds=30)
+        self.fenced = 0  # writes refused because another daemon had taken the job over
 
     @classmethod
     def open(
@@ -202,6 +223,7 @@ class Store:
         detail: dict[str, Any] | None = None,
         next_action_at: datetime | None = None,
         fail: tuple[str, str] | None = None,
+        intake_key: str | None = None,
     ) -> JobRecord:
         """Record the input bytes and a new `queued` job, with its first history row.
 
@@ -209,6 +231,30 @@ class Store:
         (input that can never be submitted), so no crash can leave it queued."""
         job_id = job_id or new_job_id()
         now = self.clock.now()
+        try:
+            return self._create_job(
+                job_id, now, source_path, data, media_type, params, provider, detail,
+                next_action_at, fail, intake_key,
+            )  # fmt: skip
+        except IntegrityError as exc:
+            if intake_key is not None and "intake_key" in str(exc):
+                raise DuplicateIntake(intake_key) from None
+            raise
+
+    def _create_job(
+        self,
+        job_id: str,
+        now: datetime,
+        source_path: str,
+        data: bytes,
+        media_type: str,
+        params: dict[str, Any],
+        provider: str,
+        detail: dict[str, Any] | None,
+        next_action_at: datetime | None,
+        fail: tuple[str, str] | None,
+        intake_key: str | None,
+    ) -> JobRecord:
         with self._write() as conn:
             sha = self._put_blob(conn, data, media_type)
             values: dict[str, Any] = {
@@ -236,8 +282,10 @@ class Store:
                 "created_at": now,
                 "updated_at": now,
                 "version": 1,
+                "owner": self.owner,
+                "lease_until": now + self.lease if self.owner else None,
             }
-            conn.execute(insert(jobs_t).values(**values))
+            conn.execute(insert(jobs_t).values(intake_key=intake_key, **values))
             conn.execute(
                 insert(transitions_t).values(
                     job_id=job_id,
@@ -247,6 +295,7 @@ class Store:
                     event=JobEvent.CREATED.value,
                     at=now,
                     detail=detail,
+                    daemon_id=self.owner,
                 )
             )
             if fail is not None:
@@ -269,6 +318,7 @@ class Store:
                         "event": JobEvent.FAIL.value,
                         "at": now,
                         "detail": {"error_code": fail[0], "error": fail[1]},
+                        "daemon_id": self.owner,
                     },
                 )
         return JobRecord(**values)
@@ -325,6 +375,7 @@ class Store:
                     "event": event.value,
                     "at": now,
                     "detail": detail,
+                    "daemon_id": self.owner,
                 },
             )
         return JobRecord(**{**row, **values})
@@ -347,11 +398,25 @@ class Store:
         row = conn.execute(query, {"b_id": job_id}).mappings().first()
         if row is None:
             raise JobNotFound(f"no job {job_id}")
+        if self.owner is not None and row["owner"] != self.owner:
+            self.fenced += 1
+            raise Fenced(job_id, self.owner)
         return dict(row)
 
     def _cas(self, conn: Connection, job_id: str, version: int, values: dict[str, Any]) -> None:
-        result = conn.execute(_CAS_JOB, {"b_id": job_id, "b_version": version, **values})
+        params = {"b_id": job_id, "b_version": version, **values}
+        if self.owner is None:
+            result = conn.execute(_CAS_JOB, params)
+        else:
+            result = conn.execute(_CAS_HELD_JOB, {**params, "b_owner": self.owner})
         if result.rowcount != 1:
+            if self.owner is not None:
+                held = conn.execute(
+                    select(jobs_t.c.owner).where(jobs_t.c.id == job_id)
+                ).scalar_one_or_none()
+                if held != self.owner:
+                    self.fenced += 1
+                    raise Fenced(job_id, self.owner)
             raise StaleJob(job_id, version, None)
 
     @staticmethod
@@ -402,6 +467,7 @@ class Store:
         return self._select(
             jobs_t.c.state.in_([s.value for s in LIVE_STATES]),
             jobs_t.c.next_action_at <= now,
+            *self._held(),
             order=jobs_t.c.next_action_at,
             limit=limit,
         )
@@ -414,7 +480,7 @@ class Store:
         with self._read() as conn:
             next_queued = conn.execute(
                 select(func.min(jobs_t.c.next_action_at)).where(
-                    jobs_t.c.state == JobState.QUEUED.value
+                    jobs_t.c.state == JobState.QUEUED.value, *self._held()
                 )
             ).scalar_one_or_none()
             in_flight = int(
@@ -428,7 +494,11 @@ class Store:
                 return in_flight, [], next_queued
             rows = conn.execute(
                 select(*_job_columns)
-                .where(jobs_t.c.state == JobState.QUEUED.value, jobs_t.c.next_action_at <= now)
+                .where(
+                    jobs_t.c.state == JobState.QUEUED.value,
+                    jobs_t.c.next_action_at <= now,
+                    *self._held(),
+                )
                 .order_by(jobs_t.c.created_at, jobs_t.c.id)
                 .limit(limit)
             ).all()
@@ -450,7 +520,12 @@ class Store:
         return self._select(jobs_t.c.state.in_(list(states)), order=order, limit=limit)
 
     def live_jobs(self) -> list[JobRecord]:
-        return self.jobs_in_states([s.value for s in LIVE_STATES])
+        """Unfinished jobs (on a shared table: those this daemon holds)."""
+        return self._select(
+            jobs_t.c.state.in_([s.value for s in LIVE_STATES]),
+            *self._held(),
+            order=jobs_t.c.created_at,
+        )
 
     def find_by_content_key(self, key: str, states: Iterable[str]) -> list[JobRecord]:
         return self._select(
@@ -500,7 +575,9 @@ class Store:
         with self._write() as conn:
             result = conn.execute(
                 update(jobs_t)
-                .where(jobs_t.c.state.in_(list(states)), jobs_t.c.next_action_at > now)
+                .where(
+                    jobs_t.c.state.in_(list(states)), jobs_t.c.next_action_at > now, *self._held()
+                )
                 .values(next_action_at=now, version=jobs_t.c.version + 1)
             )
         return int(result.rowcount)
@@ -515,7 +592,7 @@ class Store:
         with self._write() as conn:
             rows = conn.execute(
                 select(jobs_t.c.id, jobs_t.c.next_action_at, jobs_t.c.deadline_at).where(
-                    jobs_t.c.state.in_(live)
+                    jobs_t.c.state.in_(live), *self._held()
                 )
             ).all()
             for job_id, next_at, deadline in rows:
@@ -536,6 +613,7 @@ class Store:
         return self._select(
             jobs_t.c.state.in_([s.value for s in JobState if s.is_final]),
             jobs_t.c.source_done_at.is_(None),
+            *self._held(),
             order=jobs_t.c.updated_at,
         )
 
@@ -549,6 +627,116 @@ class Store:
                 .limit(limit)
             ).all()
         return [r.detail for r in rows if isinstance(r.detail, dict)]
+
+    # -- leases (several daemons on one PostgreSQL table) ------------------------------
+
+    def _held(self) -> list[Any]:
+        return [] if self.owner is None else [jobs_t.c.owner == self.owner]
+
+    def admit(
+        self, job_id: str, expected_version: int, limit: int, **changes: Any
+    ) -> JobRecord | None:
+        """Record that a create call is about to be sent (`changes`: create_sent_at,
+        external_task_id), but only while fewer than `limit` jobs in the whole table are
+        with the provider or being created: the provider's limit is per account, so it
+        is counted across every daemon. None when the limit is reached."""
+        self._check_settable(changes)
+        with self._write() as conn:
+            if conn.dialect.name == "postgresql":
+                # Admission is serialised cluster-wide (SQLite's BEGIN IMMEDIATE already is).
+                conn.execute(text("SELECT pg_advisory_xact_lock(7150394)"))
+            row = self._locked_row(conn, job_id)
+            if row["version"] != expected_version:
+                raise StaleJob(job_id, expected_version, row["version"])
+            busy = conn.execute(
+                select(func.count())
+                .select_from(jobs_t)
+                .where(
+                    jobs_t.c.id != job_id,
+                    or_(
+                        jobs_t.c.state.in_(_REMOTE),
+                        (jobs_t.c.state == JobState.QUEUED.value)
+                        & jobs_t.c.create_sent_at.is_not(None),
+                    ),
+                )
+            ).scalar_one()
+            if busy >= limit:
+                return None
+            values = {**changes, "updated_at": self.clock.now(), "version": expected_version + 1}
+            self._cas(conn, job_id, expected_version, values)
+        return JobRecord(**{**row, **values})
+
+    def take_over(self, limit: int = 10_000) -> list[JobRecord]:
+        """Claim for this daemon every job that needs a daemon and has none: no holder, or
+        a holder whose lease ran out (it died, or stopped answering). Other daemons'
+        claims are skipped, not waited for (SKIP LOCKED). The claim moves `version` on,
+        so the old holder's writes match no row. Returns the jobs taken."""
+        assert self.owner is not None
+        now = self.clock.now()
+        claimable = (
+            select(jobs_t.c.id)
+            .where(
+                or_(
+                    jobs_t.c.state.in_([s.value for s in LIVE_STATES]),
+                    jobs_t.c.source_done_at.is_(None),
+                ),
+                or_(jobs_t.c.owner.is_(None), jobs_t.c.lease_until < now),
+            )
+            .order_by(jobs_t.c.next_action_at)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        with self._write() as conn:
+            ids = [r[0] for r in conn.execute(claimable).all()]
+            if not ids:
+                return []
+            conn.execute(
+                update(jobs_t)
+                .where(jobs_t.c.id.in_(ids))
+                .values(
+                    owner=self.owner, lease_until=now + self.lease, version=jobs_t.c.version + 1
+                )
+            )
+            rows = conn.execute(select(*_job_columns).where(jobs_t.c.id.in_(ids))).all()
+        return [JobRecord(*r) for r in rows]
+
+    def renew(self) -> int:
+        """Extend this daemon's lease on every job it holds; returns how many it holds."""
+        assert self.owner is not None
+        now = self.clock.now()
+        with self._write() as conn:
+            result = conn.execute(
+                update(jobs_t)
+                .where(jobs_t.c.owner == self.owner)
+                .values(lease_until=now + self.lease)
+            )
+        return int(result.rowcount)
+
+    def release(self) -> int:
+        """A clean stop: let other daemons take this daemon's jobs at once."""
+        assert self.owner is not None
+        with self._write() as conn:
+            result = conn.execute(
+                update(jobs_t)
+                .where(jobs_t.c.owner == self.owner)
+                .values(owner=None, lease_until=None, version=jobs_t.c.version + 1)
+            )
+        return int(result.rowcount)
+
+    def held_counts(self) -> dict[str, int]:
+        """Unfinished jobs per holding daemon (live leases only)."""
+        now = self.clock.now()
+        with self._read() as conn:
+            rows = conn.execute(
+                select(jobs_t.c.owner, func.count())
+                .where(
+                    jobs_t.c.owner.is_not(None),
+                    jobs_t.c.lease_until >= now,
+                    jobs_t.c.state.in_([s.value for s in LIVE_STATES]),
+                )
+                .group_by(jobs_t.c.owner)
+            ).all()
+        return {owner: n for owner, n in rows}
 
     # -- daemons -----------------------------------------------------------------------
 
@@ -587,6 +775,11 @@ class Store:
         return rows
 
     def heartbeat(self, daemon_id: str, **fields: Any) -> None:
+        # A daemon taken for dead (stopped past a lease on a shared table) that beats
+        # again is alive after all.
+        fields.setdefault("stopped_at", None)
+        if fields["stopped_at"] is None:
+            fields.setdefault("crashed", False)
         with self._write() as conn:
             conn.execute(
                 update(daemons_t)
