@@ -27,6 +27,7 @@ from typing import Any
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.date import DateTrigger
+from sqlalchemy.exc import SQLAlchemyError
 
 from daemon import files
 from daemon.async_store import AsyncStore
@@ -489,7 +490,10 @@ class Daemon:
             due_soon = self.next_queued is not None and self.next_queued <= self.clock.now()
             if self.quiet and not woken and not due_soon and not self.dispatch_writes.changed():
                 continue
-            await self._dispatch()
+            try:
+                await self._dispatch()
+            except SQLAlchemyError as exc:  # connection lost, server restarting: next tick
+                self._database_trouble("dispatcher", exc)
 
     async def _dispatch(self) -> None:
         await self.check_clock()
@@ -590,7 +594,15 @@ class Daemon:
                 return  # housekeeping tries again
         with contextlib.suppress(Exception):
             fresh = await self.store.get(job.id)
-            await self.store.update(job.id, fresh.version, source_done_at=self.clock.now())
+            await self.store.mark_source_done(job.id, fresh.version)
+
+    def _database_trouble(self, where: str, exc: Exception) -> None:
+        # The database being away (restart, network, a session the server ended) is not
+        # a reason to stop: the loop tries again next tick; one line per kind of error.
+        what = f"{type(exc).__name__}: {str(exc).splitlines()[0]}"
+        if what != self.last_error:
+            log.error("%s: database error, retrying next tick: %s", where, what)
+        self.last_error = what
 
     def _note_disk_full(self, reason: str) -> None:
         if self.gate.disk_full(reason, self.clock.now()):
@@ -602,14 +614,17 @@ class Daemon:
             await asyncio.sleep(self.settings.tick_seconds * (2 if self.quiet else 1))
             # Jobs ended by the CLI (or before a crash) get their source moved aside.
             look = self.housekeeping_writes.changed() if self.quiet else beat % 2 == 0
-            if look:
-                for job in await self.store.ended_with_source_in_place():
-                    await self.job_ended(job)
-            await self.check_clock()
             beat += 1
-            if beat % 5 == 0:
-                await self._heartbeat()
-                await self._sweep_overdue()
+            try:
+                if look:
+                    for job in await self.store.ended_with_source_in_place():
+                        await self.job_ended(job)
+                await self.check_clock()
+                if beat % 5 == 0:
+                    await self._heartbeat()
+                    await self._sweep_overdue()
+            except SQLAlchemyError as exc:
+                self._database_trouble("housekeeping", exc)
 
     async def _heartbeat(self) -> None:
         counts = await self.store.counts_by_state()

@@ -108,6 +108,8 @@ class Intake:
     def scan(self, top: Path | None = None) -> int:
         """Walk `top` (default: the whole drop folder) without following symlinks; every
         candidate file enters the settle check. Returns how many files were seen."""
+        if top is None:  # a full scan: forget other daemons' files that have gone
+            self.others = {k: v for k, v in self.others.items() if (self.drop / k).exists()}
         top = top or self.drop
         seen = 0
         for root, dirs, names in os.walk(top, followlinks=False):
@@ -287,6 +289,13 @@ class Intake:
                 f"Not submitted: the same image with the same parameters is already job "
                 f"{other.id} ({other.state}, from {other.source_path})."
             )
+            try:
+                now = path.lstat()
+            except FileNotFoundError:
+                return  # a daemon sharing the folder moved it aside first
+            if (now.st_size, now.st_mtime_ns) != (st.st_size, st.st_mtime_ns):
+                self.notice(path)
+                return
             log.info("skipped %s: duplicate of job %s (%s)", key, other.id[:8], other.state)
             await asyncio.to_thread(files.move_aside, self.drop, key, "done", note=note)
             return

@@ -36,7 +36,16 @@ def sqlite_path(url: str) -> Path | None:
 def make_engine(url: str, *, synchronous: str = "FULL", busy_timeout_ms: int = 30_000) -> Engine:
     url = normalize_url(url)
     if make_url(url).get_backend_name() != "sqlite":
-        return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
+        # Our transactions last milliseconds. A daemon frozen inside one (SIGSTOP, a VM
+        # paused) would hold its row locks, and the cluster's admission lock, for as long
+        # as it stays frozen: the server ends such a session after 10 s instead.
+        return create_engine(
+            url,
+            pool_pre_ping=True,
+            pool_size=5,
+            max_overflow=5,
+            connect_args={"options": "-c idle_in_transaction_session_timeout=10000"},
+        )
     if synchronous.upper() not in {"FULL", "NORMAL", "EXTRA", "OFF"}:
         raise ValueError(f"synchronous must be FULL, NORMAL, EXTRA or OFF, not {synchronous!r}")
     engine = create_engine(url, connect_args={"timeout": busy_timeout_ms / 1000})

@@ -19,7 +19,9 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, Engine, bindparam, func, insert, or_, select, text, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from state.clock import Clock, SystemClock
 from state.db import check_and_migrate, make_engine, normalize_url, sqlite_path
@@ -112,6 +114,10 @@ _CAS_JOB = update(jobs_t).where(
 _CAS_HELD_JOB = _CAS_JOB.where(jobs_t.c.owner == bindparam("b_owner"))
 _INSERT_TRANSITION = insert(transitions_t)
 _REMOTE = [JobState.SUBMITTED.value, JobState.PROCESSING.value]
+# Unfinished, or ended with its source file still to move aside: work for some daemon.
+_NEEDS_A_DAEMON = or_(
+    jobs_t.c.state.in_([s.value for s in LIVE_STATES]), jobs_t.c.source_done_at.is_(None)
+)
 
 
 def new_job_id() -> str:
@@ -191,14 +197,18 @@ class Store:
         sha = hashlib.sha256(data).hexdigest()
         exists = conn.execute(select(blobs_t.c.sha256).where(blobs_t.c.sha256 == sha)).first()
         if exists is None:
+            # Another daemon on a shared table may store the same bytes at the same moment.
+            dialect_insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
             conn.execute(
-                insert(blobs_t).values(
+                dialect_insert(blobs_t)
+                .values(
                     sha256=sha,
                     size=len(data),
                     media_type=media_type,
                     data=data,
                     created_at=self.clock.now(),
                 )
+                .on_conflict_do_nothing(index_elements=["sha256"])
             )
         return sha
 
@@ -389,6 +399,24 @@ class Store:
             if row["version"] != expected_version:
                 raise StaleJob(job_id, expected_version, row["version"])
             values = {**changes, "updated_at": self.clock.now(), "version": expected_version + 1}
+            self._cas(conn, job_id, expected_version, values)
+        return JobRecord(**{**row, **values})
+
+    def mark_source_done(self, job_id: str, expected_version: int) -> JobRecord:
+        """The ended job's source file has been moved aside: nothing is left for any
+        daemon to do, so the job leaves its holder (history says who did the work)."""
+        with self._write() as conn:
+            row = self._locked_row(conn, job_id)
+            if row["version"] != expected_version:
+                raise StaleJob(job_id, expected_version, row["version"])
+            now = self.clock.now()
+            values: dict[str, Any] = {
+                "source_done_at": now,
+                "updated_at": now,
+                "version": expected_version + 1,
+            }
+            if JobState(row["state"]).is_final:
+                values.update(owner=None, lease_until=None)
             self._cas(conn, job_id, expected_version, values)
         return JobRecord(**{**row, **values})
 
@@ -641,9 +669,21 @@ class Store:
         with the provider or being created: the provider's limit is per account, so it
         is counted across every daemon. None when the limit is reached."""
         self._check_settable(changes)
+        try:
+            return self._admit(job_id, expected_version, limit, changes)
+        except OperationalError as exc:
+            if getattr(exc.orig, "sqlstate", None) == "55P03":  # lock_timeout
+                return None  # another daemon hangs holding the admission lock: later
+            raise
+
+    def _admit(
+        self, job_id: str, expected_version: int, limit: int, changes: dict[str, Any]
+    ) -> JobRecord | None:
         with self._write() as conn:
             if conn.dialect.name == "postgresql":
-                # Admission is serialised cluster-wide (SQLite's BEGIN IMMEDIATE already is).
+                # Admission is serialised cluster-wide (SQLite's BEGIN IMMEDIATE already is);
+                # a holder that hangs costs the others a refused admission, not a hang.
+                conn.execute(text("SET LOCAL lock_timeout = '2s'"))
                 conn.execute(text("SELECT pg_advisory_xact_lock(7150394)"))
             row = self._locked_row(conn, job_id)
             if row["version"] != expected_version:
@@ -675,13 +715,7 @@ class Store:
         now = self.clock.now()
         claimable = (
             select(jobs_t.c.id)
-            .where(
-                or_(
-                    jobs_t.c.state.in_([s.value for s in LIVE_STATES]),
-                    jobs_t.c.source_done_at.is_(None),
-                ),
-                or_(jobs_t.c.owner.is_(None), jobs_t.c.lease_until < now),
-            )
+            .where(_NEEDS_A_DAEMON, or_(jobs_t.c.owner.is_(None), jobs_t.c.lease_until < now))
             .order_by(jobs_t.c.next_action_at)
             .limit(limit)
             .with_for_update(skip_locked=True)
@@ -707,7 +741,7 @@ class Store:
         with self._write() as conn:
             result = conn.execute(
                 update(jobs_t)
-                .where(jobs_t.c.owner == self.owner)
+                .where(jobs_t.c.owner == self.owner, _NEEDS_A_DAEMON)
                 .values(lease_until=now + self.lease)
             )
         return int(result.rowcount)
@@ -718,7 +752,7 @@ class Store:
         with self._write() as conn:
             result = conn.execute(
                 update(jobs_t)
-                .where(jobs_t.c.owner == self.owner)
+                .where(jobs_t.c.owner == self.owner, _NEEDS_A_DAEMON)
                 .values(owner=None, lease_until=None, version=jobs_t.c.version + 1)
             )
         return int(result.rowcount)

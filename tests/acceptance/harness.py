@@ -36,9 +36,14 @@ class DaemonProcess:
         settings: dict[str, str] | None = None,
         extra_args: list[str] | None = None,
         env: dict[str, str] | None = None,
+        db_url: str | None = None,
+        drop: Path | None = None,
+        output: Path | None = None,
     ) -> None:
         self.base = base
-        self.drop, self.output, self.db = base / "drop", base / "output", base / "jobs.db"
+        self.drop, self.output = drop or base / "drop", output or base / "output"
+        self.db = base / "jobs.db"
+        self.db_url = db_url or str(self.db)  # a PostgreSQL URL: a table shared by daemons
         self.api_base, self.key = api_base, key
         self.settle = settle
         self.settings = {**FAST, **(settings or {})}
@@ -56,7 +61,7 @@ class DaemonProcess:
             "-m",
             "daemon.cli",
             "--db",
-            str(self.db),
+            self.db_url,
             "run",
             "--drop",
             str(self.drop),
@@ -137,10 +142,10 @@ class DaemonProcess:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
     def store(self) -> Store:
-        return Store.open(str(self.db), create=False, migrate=False)
+        return Store.open(self.db_url, create=False, migrate=False)
 
     def jobs(self) -> list[JobRecord]:
-        if not self.db.exists():
+        if self.db_url == str(self.db) and not self.db.exists():
             return []
         s = self.store()
         try:

@@ -19,7 +19,7 @@ class DefaultsDaemon(DaemonProcess):
     """`dropreel run` with no paths and no provider: everything from the defaults."""
 
     def __init__(self, base: Path) -> None:
-        super().__init__(base)
+        super().__init__(base, db_url=str(base / "dropreel.db"))
         self.db = base / "dropreel.db"
 
     def command(self) -> list[str]:

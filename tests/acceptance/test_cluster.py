@@ -1,0 +1,206 @@
+"""Several daemons sharing one PostgreSQL job table and one drop folder: work is claimed
+by lease, taken over when a daemon dies or stops answering, fenced when it comes back,
+and the provider's in-flight limit holds across all of them. Real daemon processes, a
+real PostgreSQL server, the Kling simulator."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import signal
+import time
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import ExitStack
+from pathlib import Path
+
+import pytest
+
+from daemon.simulator import SimConfig, Simulator
+from state.store import Store
+from tests import pg
+from tests.acceptance.harness import DaemonProcess
+from tests.helpers import png_bytes, wait_for
+
+pytestmark = pytest.mark.postgres
+KEY = "sk-FAKE-cluster"
+SHARED = {"max_in_flight": "5", "lease_seconds": "3"}
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    reason = pg.unavailable_reason()
+    if reason:
+        pytest.skip(reason)
+    with pg.fresh_database() as url:
+        Store.open(url).close()  # migrate once, before the daemons race to
+        yield url
+
+
+def cluster(
+    stack: ExitStack, tmp_path: Path, sim: Simulator, url: str, n: int
+) -> list[DaemonProcess]:
+    drop, output = tmp_path / "drop", tmp_path / "output"
+    drop.mkdir()
+    daemons = []
+    for i in range(n):
+        base = tmp_path / f"d{i}"
+        base.mkdir()
+        d = DaemonProcess(
+            base,
+            api_base=sim.base_url,
+            key=KEY,
+            settings=SHARED,
+            db_url=url,
+            drop=drop,
+            output=output,
+        )
+        daemons.append(stack.enter_context(d))
+    for d in daemons:
+        d.start()
+    return daemons
+
+
+def image(i: int) -> bytes:
+    return png_bytes(320, 320, color=(i % 256, i // 256, 77))  # distinct for i < 65536
+
+
+def drop_images(staging: Path, drop: Path, count: int) -> dict[str, bytes]:
+    images = {f"img{i:03d}.png": image(i) for i in range(count)}
+    staging.mkdir()
+    for name, data in images.items():
+        (staging / name).write_bytes(data)
+    for name in images:  # cp: one file after another
+        shutil.copyfile(staging / name, drop / name)
+    return images
+
+
+def open_store(url: str) -> Store:
+    return Store.open(url, create=False, migrate=False)
+
+
+def daemon_ids(url: str) -> dict[int, str]:
+    s = open_store(url)
+    try:
+        return {row["pid"]: row["id"] for row in s.daemons(live_only=False)}
+    finally:
+        s.close()
+
+
+def assert_one_create_and_one_video_per_image(
+    sim: Simulator, images: dict[str, bytes], output: Path, drop: Path
+) -> None:
+    stats = sim.stats()
+    by_image = stats["creates_by_image"]
+    for name, data in images.items():
+        assert by_image.get(hashlib.sha256(data).hexdigest()) == 1, f"{name}: creates"
+    assert stats["duplicate_creates"] == {}
+    assert sorted(p.name for p in output.glob("*.mp4")) == sorted(
+        Path(n).with_suffix(".mp4").name for n in images
+    )
+    assert sorted(p.name for p in (drop / "done").glob("*.png")) == sorted(images)
+
+
+def test_three_daemons_one_shared_folder_and_one_killed(pg_url: str, tmp_path: Path) -> None:
+    config = SimConfig(static_keys={KEY}, concurrency=10**6, task_time=(0.1, 1.0), seed=3)
+    with Simulator(config).start() as sim, ExitStack() as stack:
+        daemons = cluster(stack, tmp_path, sim, pg_url, 3)
+        images = drop_images(tmp_path / "staging", tmp_path / "drop", 300)
+        store = open_store(pg_url)
+        stack.callback(store.close)
+
+        def finished() -> int:
+            return store.counts_by_state()["succeed"]
+
+        wait_for(lambda: finished() >= 60, 120, "a fifth of the jobs done")
+        victim = daemons[2]
+        assert victim.proc is not None
+        victim_id = daemon_ids(pg_url)[victim.proc.pid]
+        held = {j.id for j in store.live_jobs() if j.owner == victim_id}
+        victim.kill()
+        assert held, "the killed daemon held no jobs: nothing to take over"
+
+        def all_done() -> bool:
+            for d in daemons[:2]:
+                assert d.proc is not None and d.proc.poll() is None, d.log()[-4000:]
+            counts = store.counts_by_state()
+            return counts["succeed"] == len(images) and len(store.ended_with_source_in_place()) == 0
+
+        wait_for(all_done, 240, "every image to become a video")
+        for d in daemons[:2]:
+            assert d.stop() == 0
+        assert_one_create_and_one_video_per_image(
+            sim, images, tmp_path / "output", tmp_path / "drop"
+        )
+        stats = sim.stats()
+        assert stats["peak_running"] <= 5, stats["peak_running"]
+        assert stats["rejected"] == {}
+        jobs = store.list_jobs(limit=1000)
+        assert len(jobs) == len(images)
+        # Spread: every daemon made jobs from the shared folder and submitted some.
+        created: Counter[str | None] = Counter()
+        accepted: Counter[str | None] = Counter()
+        for job in jobs:
+            for t in store.history(job.id):
+                if t.event == "created":
+                    created[t.daemon_id] += 1
+                if t.event == "accepted":
+                    accepted[t.daemon_id] += 1
+        assert len(created) == 3 and sum(created.values()) == len(images), created
+        assert len([n for n in accepted.values() if n]) >= 2, accepted
+        # The killed daemon's unfinished jobs were finished by the others.
+        for job_id in held:
+            history = store.history(job_id)
+            assert history[-1].to_state == "succeed"
+            assert history[-1].daemon_id not in (None, victim_id)
+
+
+def test_a_daemon_stopped_past_its_lease_is_fenced_when_it_resumes(
+    pg_url: str, tmp_path: Path
+) -> None:
+    config = SimConfig(static_keys={KEY}, concurrency=10**6, task_time=(1.0, 2.5), seed=5)
+    with Simulator(config).start() as sim, ExitStack() as stack:
+        a, b = cluster(stack, tmp_path, sim, pg_url, 2)
+        images = drop_images(tmp_path / "staging", tmp_path / "drop", 40)
+        store = open_store(pg_url)
+        stack.callback(store.close)
+        assert a.proc is not None and b.proc is not None
+        ids = daemon_ids(pg_url)
+        a_id, b_id = ids[a.proc.pid], ids[b.proc.pid]
+
+        def a_has_remote_work() -> set[str]:
+            held = [j for j in store.live_jobs() if j.owner == a_id]
+            return {j.id for j in held} if any(j.state == "processing" for j in held) else set()
+
+        wait_for(a_has_remote_work, 60, "daemon A to hold jobs the provider is running")
+        a.signal(signal.SIGSTOP)
+        stopped = time.monotonic()
+        held = {j.id for j in store.live_jobs() if j.owner == a_id}
+
+        def taken_over() -> bool:
+            owners = {j.owner for j in store.list_jobs(limit=1000) if j.id in held}
+            return owners == {b_id} or (not store.live_jobs() and a_id not in owners)
+
+        wait_for(taken_over, 60, "B to take over A's jobs")
+        # Not before the lease ran out: 3 s from A's last renewal, at most 1 s before.
+        assert time.monotonic() - stopped >= 2.0
+        with store.engine.connect() as conn:  # history so far: everything A wrote stays
+            mark = conn.exec_driver_sql("SELECT max(id) FROM job_transitions").scalar()
+        a.signal(signal.SIGCONT)
+
+        def all_done() -> bool:
+            for d in (a, b):
+                assert d.proc is not None and d.proc.poll() is None, d.log()[-4000:]
+            counts = store.counts_by_state()
+            return counts["succeed"] == len(images) and not store.ended_with_source_in_place()
+
+        wait_for(all_done, 180, "every image to become a video")
+        assert a.stop() == 0 and b.stop() == 0
+        assert_one_create_and_one_video_per_image(
+            sim, images, tmp_path / "output", tmp_path / "drop"
+        )
+        # After the takeover A wrote nothing to the jobs it had lost.
+        for job_id in held:
+            late = [t for t in store.history(job_id) if t.id > mark]
+            assert late and all(t.daemon_id == b_id for t in late), late
+        assert sim.stats()["peak_running"] <= 5
