@@ -126,10 +126,34 @@ def daemon_state(settings: Settings, store: Store, now: datetime) -> dict[str, A
     return None
 
 
+def cluster_state(settings: Settings, store: Store, now: datetime) -> list[dict[str, Any]]:
+    """Every live daemon on a shared (PostgreSQL) table, with the jobs it holds; empty for
+    SQLite, where one daemon runs at a time."""
+    if sqlite_path(normalize_url(settings.db)) is not None:
+        return []
+    stale_after = timedelta(seconds=max(30.0, settings.tick_seconds * 5 * 3))
+    held = store.held_counts()
+    return [
+        {
+            "id": row["id"],
+            "host": row["host"],
+            "pid": row["pid"],
+            "started_at": humane.iso(row["started_at"]),
+            "heartbeat_at": humane.iso(row["heartbeat_at"]),
+            "heartbeat_age_seconds": round((now - row["heartbeat_at"]).total_seconds(), 1),
+            "jobs_held": held.get(row["id"], 0),
+            "paused_reason": row["paused_reason"],
+        }
+        for row in store.daemons(live_only=True)
+        if now - row["heartbeat_at"] < stale_after
+    ]
+
+
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     now = datetime.now(UTC)
     with opened(settings) as store:
         daemon = daemon_state(settings, store, now)
+        cluster = cluster_state(settings, store, now)
         counts = store.counts_by_state()
         oldest = store.next_queued_at()
         last = store.daemons(live_only=False)[:1]
@@ -141,6 +165,7 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
         emit(
             {
                 "daemon": daemon,
+                "daemons": cluster,
                 "counts": counts,
                 "in_flight": in_flight,
                 "max_in_flight": limit,
@@ -170,6 +195,15 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
                 datetime.fromisoformat(daemon["paused_since"]) if daemon["paused_since"] else None
             )
             print(f"submissions:   PAUSED since {humane.local(paused)}: {daemon['paused_reason']}")
+    if cluster:
+        print(f"daemons:       {len(cluster)} sharing this database")
+    for row in cluster:
+        age = humane.duration(row["heartbeat_age_seconds"])
+        paused = "; submissions PAUSED" if row["paused_reason"] else ""
+        print(
+            f"  {row['host']} pid {row['pid']}: heartbeat {age} ago, "
+            f"holding {row['jobs_held']} jobs{paused}"
+        )
     live = [f"{n} {s}" for s, n in counts.items() if n and not JobState(s).is_final]
     ended = [f"{n} {s}" for s, n in counts.items() if n and JobState(s).is_final]
     print(f"unfinished:    {', '.join(live) or 'none'}")

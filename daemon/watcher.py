@@ -72,6 +72,7 @@ class Intake:
         self.skipped: dict[str, tuple[int, int]] = {}  # logged once per (size, mtime)
         # Files another daemon (same shared folder) made a job of: (size, mtime) seen.
         self.others: dict[str, tuple[int, int]] = {}
+        self.shared = False  # other daemons may watch the same folder (shared table)
         self.tasks: set[asyncio.Task[None]] = set()
         self.noticed = asyncio.Event()  # a file entered the settle check
 
@@ -261,6 +262,9 @@ class Intake:
         ) != after.st_size:
             self.notice(path)  # still being written after all: settle again
             return
+        if self.shared and await self.store.intake_key_in_place(self.intake_key(key, st)):
+            # Another daemon watching this folder got there first: spare the decode.
+            raise DuplicateIntake(self.intake_key(key, st))
         rel = PurePosixPath(key)
         preset = preset_of(rel)
         try:

@@ -562,6 +562,16 @@ class Store:
             order=jobs_t.c.created_at,
         )
 
+    def intake_key_in_place(self, intake_key: str) -> bool:
+        """Whether a job already comes from this very file (still in the drop folder)."""
+        with self._read() as conn:
+            found = conn.execute(
+                select(jobs_t.c.id)
+                .where(jobs_t.c.intake_key == intake_key, jobs_t.c.source_done_at.is_(None))
+                .limit(1)
+            ).first()
+        return found is not None
+
     def list_jobs(
         self,
         *,

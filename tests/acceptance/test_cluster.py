@@ -6,8 +6,11 @@ real PostgreSQL server, the Kling simulator."""
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
 import signal
+import subprocess
+import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -75,6 +78,17 @@ def drop_images(staging: Path, drop: Path, count: int) -> dict[str, bytes]:
     return images
 
 
+def cli(url: str, *args: str) -> str:
+    done = subprocess.run(
+        [sys.executable, "-m", "daemon.cli", "--db", url, *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
 def open_store(url: str) -> Store:
     return Store.open(url, create=False, migrate=False)
 
@@ -113,6 +127,15 @@ def test_three_daemons_one_shared_folder_and_one_killed(pg_url: str, tmp_path: P
             return store.counts_by_state()["succeed"]
 
         wait_for(lambda: finished() >= 60, 120, "a fifth of the jobs done")
+        # `dropreel status` lists the live daemons and what each holds.
+        report = json.loads(cli(pg_url, "status", "--json"))
+        pids = {d.proc.pid for d in daemons if d.proc is not None}
+        assert {row["pid"] for row in report["daemons"]} == pids
+        assert all(row["heartbeat_age_seconds"] < 30 for row in report["daemons"])
+        assert sum(row["jobs_held"] for row in report["daemons"]) > 0
+        text = cli(pg_url, "status")
+        assert "daemons:       3 sharing this database" in text
+        assert all(f"pid {pid}:" in text for pid in pids)
         victim = daemons[2]
         assert victim.proc is not None
         victim_id = daemon_ids(pg_url)[victim.proc.pid]

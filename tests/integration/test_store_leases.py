@@ -163,9 +163,10 @@ def test_one_job_per_file_in_a_shared_folder(cluster: list[Store]) -> None:
             intake_key=key,
         )
     assert len(a.list_jobs()) == 1
+    assert b.intake_key_in_place(key) and not b.intake_key_in_place(key + "0")
     # Once its source has been moved aside, the same name, size and time is a new file.
     done = a.update(first.id, first.version, source_done_at=a.clock.now())
-    assert done.source_done_at is not None
+    assert done.source_done_at is not None and not b.intake_key_in_place(key)
     again = b.create_job(
         source_path="toy.png",
         data=b"x",
