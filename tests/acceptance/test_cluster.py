@@ -136,21 +136,26 @@ def test_three_daemons_one_shared_folder_and_one_killed(pg_url: str, tmp_path: P
         text = cli(pg_url, "status")
         assert "daemons:       3 sharing this database" in text
         assert all(f"pid {pid}:" in text for pid in pids)
-        victim = daemons[2]
+        # Kill the daemon holding the most unfinished jobs (which one won most of the
+        # shared folder's files depends on the machine's load).
+        ids = daemon_ids(pg_url)
+        holding = Counter(j.owner for j in store.live_jobs())
+        victim = max(daemons, key=lambda d: holding[ids[d.proc.pid]] if d.proc else 0)
         assert victim.proc is not None
-        victim_id = daemon_ids(pg_url)[victim.proc.pid]
-        held = {j.id for j in store.live_jobs() if j.owner == victim_id}
+        victim_id = ids[victim.proc.pid]
         victim.kill()
+        held = {j.id for j in store.live_jobs() if j.owner == victim_id}
         assert held, "the killed daemon held no jobs: nothing to take over"
+        survivors = [d for d in daemons if d is not victim]
 
         def all_done() -> bool:
-            for d in daemons[:2]:
+            for d in survivors:
                 assert d.proc is not None and d.proc.poll() is None, d.log()[-4000:]
             counts = store.counts_by_state()
-            return counts["succeed"] == len(images) and len(store.ended_with_source_in_place()) == 0
+            return counts["succeed"] == len(images) and not store.ended_with_source_in_place()
 
         wait_for(all_done, 240, "every image to become a video")
-        for d in daemons[:2]:
+        for d in survivors:
             assert d.stop() == 0
         assert_one_create_and_one_video_per_image(
             sim, images, tmp_path / "output", tmp_path / "drop"
@@ -169,7 +174,7 @@ def test_three_daemons_one_shared_folder_and_one_killed(pg_url: str, tmp_path: P
                     created[t.daemon_id] += 1
                 if t.event == "accepted":
                     accepted[t.daemon_id] += 1
-        assert len(created) == 3 and sum(created.values()) == len(images), created
+        assert len(created) >= 2 and sum(created.values()) == len(images), created
         assert len([n for n in accepted.values() if n]) >= 2, accepted
         # The killed daemon's unfinished jobs were finished by the others.
         for job_id in held:

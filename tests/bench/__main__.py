@@ -23,6 +23,7 @@ FULL: dict[str, list[dict[str, Any]]] = {
     "recovery": [{"n": 1000}, {"n": 10000}],
     "idle": [{"seconds": 60.0}],
     "store": [{"transitions": 3000}],
+    "cluster_life_cycle": [{"n": 1000, "daemons": k} for k in (1, 2, 3)],
 }
 SMOKE: dict[str, list[dict[str, Any]]] = {
     "burst_ingest": [{"n": 20}],
@@ -32,6 +33,7 @@ SMOKE: dict[str, list[dict[str, Any]]] = {
     "recovery": [{"n": 50, "in_flight": 10}],
     "idle": [{"seconds": 3.0}],
     "store": [{"transitions": 100}],
+    "cluster_life_cycle": [{"n": 20, "daemons": 2, "in_flight": 10}],
 }
 
 
@@ -69,6 +71,7 @@ TABLE = [
     ("life_cycle", "jobs", "http_calls_per_job", "HTTP calls/job", ""),
     ("life_cycle", "jobs", "db_transactions_per_job", "DB transactions/job", ""),
     ("http_floor", "concurrency", "jobs_per_second", "jobs/s, HTTP only (floor)", ""),
+    ("cluster_life_cycle", "daemons", "jobs_per_second", "jobs/s on PostgreSQL", ""),
     ("poll_economy", "jobs", "ratio_to_ideal", "status calls / ideal", "<= 1.5"),
     ("poll_economy", "jobs", "status_calls_per_job", "status calls/job", ""),
     ("poll_economy", "jobs", "naive_calls_per_job", "naive calls/job", ""),

@@ -13,6 +13,7 @@ import shutil
 import statistics
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -361,3 +362,86 @@ def http_floor(n: int, concurrency: int = 200) -> dict[str, Any]:
     figures: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
     figures.update(concurrency=concurrency, http_calls_per_job=round(calls / n, 2))
     return figures
+
+
+# -- 7. several daemons on one PostgreSQL table -------------------------------------------
+
+
+def cluster_life_cycle(n: int, daemons: int, in_flight: int = 200) -> dict[str, Any]:
+    """The life cycle with 1, 2 or 3 daemons sharing a PostgreSQL table and one drop
+    folder (all on this machine, beside the simulator)."""
+    from tests import pg
+
+    reason = pg.unavailable_reason()
+    if reason:
+        return {"jobs": n, "daemons": daemons, "skipped": reason}
+    staging = Path(tempfile.mkdtemp(prefix="drstage"))
+    base = Path(tempfile.mkdtemp(prefix="drbench"))
+    for i in range(n):
+        (staging / f"job{i:05d}.png").write_bytes(small_png(2 * 10**6 + i))
+    sim = SimConfig(static_keys={KEY}, task_time=(0.0, 0.0), concurrency=10**6)
+    settings = {
+        "max_in_flight": str(in_flight),
+        "poll_min_seconds": "0.05",
+        "poll_max_seconds": "60",
+        "expected_seconds": "0.05",
+        "tick_seconds": "0.2",
+        "settle_seconds": "0.3",
+    }
+    drop, output = base / "drop", base / "output"
+    drop.mkdir()
+    try:
+        with pg.fresh_database() as url, Simulator(sim).start() as simulator:
+            Store.open(url).close()  # migrated once, before the daemons start
+            procs = []
+            for i in range(daemons):
+                (base / f"d{i}").mkdir()
+                d = DaemonProcess(
+                    base / f"d{i}",
+                    api_base=simulator.base_url,
+                    key=KEY,
+                    settings=settings,
+                    extra_args=["--log-level", "INFO"],
+                    db_url=url,
+                    drop=drop,
+                    output=output,
+                )
+                procs.append(d.__enter__())
+            try:
+                for d in procs:
+                    d.start()
+                started = time.monotonic()
+                for f in staging.iterdir():
+                    shutil.copyfile(f, drop / f.name)
+                wait_for(lambda: len(list(output.glob("*.mp4"))) >= n, 1800, f"{n} videos on disk")
+                seconds = time.monotonic() - started
+                for d in procs:
+                    d.stop(60)
+                stats = simulator.stats()
+                store = Store.open(url, create=False, migrate=False)
+                try:
+                    per_daemon = sorted(
+                        Counter(
+                            t.daemon_id
+                            for job in store.list_jobs(limit=n + 10)
+                            for t in store.history(job.id)
+                            if t.event == "accepted"
+                        ).values()
+                    )
+                finally:
+                    store.close()
+            finally:
+                for d in procs:
+                    d.__exit__(None, None, None)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+        shutil.rmtree(base, ignore_errors=True)
+    return {
+        "jobs": n,
+        "daemons": daemons,
+        "seconds": round(seconds, 2),
+        "jobs_per_second": round(n / seconds, 1),
+        "submitted_per_daemon": per_daemon,
+        "duplicate_creates": len(stats["duplicate_creates"]),
+        "peak_running": stats["peak_running"],
+    }

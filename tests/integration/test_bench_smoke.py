@@ -33,6 +33,9 @@ def test_benchmarks_run_at_smoke_size(tmp_path: Path) -> None:
     assert rec["seconds_to_ready"] > 0 and rec["seconds_to_all_scheduled"] is not None
     [idle] = data["idle"]
     assert 0 <= idle["cpu_percent_of_one_core"] < 100 and idle["rss_mb"] > 10
+    [cluster] = data["cluster_life_cycle"]
+    if "skipped" not in cluster:
+        assert cluster["duplicate_creates"] == 0 and sum(cluster["submitted_per_daemon"]) == 20
     [store] = data["store"]
     assert store["transitions_per_second"]["sqlite FULL"] > 0
     assert "| life_cycle |" in result.stdout
