@@ -62,6 +62,7 @@ class Driver:
     # not renewed in time): no create call is sent then.
     may_act: Callable[[], bool] = lambda: True
     admission_refused = False  # the cluster-wide in-flight limit said no (last submit)
+    shared = False  # other daemons share the table: admission counts the whole table
 
     def __post_init__(self) -> None:
         s = self.settings
@@ -171,7 +172,7 @@ class Driver:
             admitted = await self.store.admit(
                 job.id,
                 job.version,
-                self.gate.limit(self.now),
+                self.gate.limit(self.now) if self.shared else None,
                 create_sent_at=self.now,
                 external_task_id=ext,
             )

@@ -162,7 +162,7 @@ class Daemon:
             self.job_ended,
             self._disk_full_now,
         )
-        self.intake.shared = self.shared
+        self.intake.shared = self.driver.shared = self.shared
 
     @staticmethod
     def make_pool() -> Executor:

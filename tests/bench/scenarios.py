@@ -153,10 +153,12 @@ def life_cycle(n: int, in_flight: int = 200) -> dict[str, Any]:
                 started = time.monotonic()
                 for f in staging.iterdir():
                     shutil.copyfile(f, d.drop / f.name)
+                cpu_before = cpu_seconds(d.proc.pid)
                 wait_for(
                     lambda: len(list(d.output.glob("*.mp4"))) >= n, 1800, f"{n} videos on disk"
                 )
                 seconds = time.monotonic() - started
+                cpu = cpu_seconds(d.proc.pid) - cpu_before
             d.stop(60)
             stats = simulator.stats()
             writes = store_writes(d.log())
@@ -172,6 +174,8 @@ def life_cycle(n: int, in_flight: int = 200) -> dict[str, Any]:
         "http_calls_per_job": round(calls / n, 2),
         "calls": stats["requests"],
         "db_transactions_per_job": round(writes / n, 2),
+        "daemon_cpu_ms_per_job": round(cpu * 1000 / n, 1),
+        "daemon_cpu_percent": round(100 * cpu / seconds, 1),
         "store_calls_per_job": {k: round(v / n, 2) for k, v in calls_by_method.items()},
         "duplicate_creates": len(stats["duplicate_creates"]),
         "peak_rss_mb": round(peak.peak, 1),

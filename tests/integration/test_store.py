@@ -158,6 +158,7 @@ def test_queries(store: Store, clock: ManualClock) -> None:
     remote, due, next_queued = store.dispatch_view(["processing"], clock.now(), 5)
     assert (remote, [j.id for j in due]) == (1, [c.id]) and next_queued is not None
     assert store.dispatch_view(["processing"], clock.now(), 0)[1] == []
+    assert store.dispatch_view(["processing"], clock.now(), 1)[1] == []  # 1 in flight: full
 
 
 def test_resolve_prefix(store: Store) -> None:
