@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 import os
 import stat
@@ -35,14 +34,15 @@ from daemon.intake import (
     preset_of,
     read_sidecar,
 )
+from daemon.recorder import Recorder
 from state.clock import Clock
 from state.errors import DuplicateIntake
 from state.lifecycle import JobState
 from state.params import ParamError, effective
-from state.store import content_key
+from state.store import Existing, JobRecord, NewJob
 
 log = logging.getLogger("dropreel.intake")
-DEDUPE_STATES = [s.value for s in JobState if not s.is_final] + [JobState.SUCCEED.value]
+DEDUPE_STATES = (*(s.value for s in JobState if not s.is_final), JobState.SUCCEED.value)
 
 
 class Intake:
@@ -74,6 +74,7 @@ class Intake:
         self.others: dict[str, tuple[int, int]] = {}
         self.shared = False  # other daemons may watch the same folder (shared table)
         self.tasks: set[asyncio.Task[None]] = set()
+        self.recorder = Recorder(store)
         self.noticed = asyncio.Event()  # a file entered the settle check
 
     @property
@@ -282,27 +283,6 @@ class Intake:
         except InvalidImage as exc:
             await self._reject(key, st, data, exc.code, str(exc), params)
             return
-        ckey = content_key(hashlib.sha256(prepared.data).hexdigest(), params)
-        existing = await self.store.find_by_content_key(ckey, DEDUPE_STATES)
-        same_file = [j for j in existing if j.source_path == key and j.source_done_at is None]
-        if same_file:
-            raise DuplicateIntake(self.intake_key(key, st))
-        if existing:
-            other = existing[0]
-            note = (
-                f"Not submitted: the same image with the same parameters is already job "
-                f"{other.id} ({other.state}, from {other.source_path})."
-            )
-            try:
-                now = path.lstat()
-            except FileNotFoundError:
-                return  # a daemon sharing the folder moved it aside first
-            if (now.st_size, now.st_mtime_ns) != (st.st_size, st.st_mtime_ns):
-                self.notice(path)
-                return
-            log.info("skipped %s: duplicate of job %s (%s)", key, other.id[:8], other.state)
-            await asyncio.to_thread(files.move_aside, self.drop, key, "done", note=note)
-            return
         detail: dict[str, Any] = {
             "size": len(data),
             "width": prepared.width,
@@ -312,15 +292,27 @@ class Intake:
             detail["conformed"] = prepared.conformed
         if preset:
             detail["preset"] = preset
-        job = await self.store.create_job(
-            source_path=key,
-            data=prepared.data,
-            media_type=prepared.media_type,
-            params=params,
-            provider=self.provider_name,
-            detail=detail,
-            intake_key=self.intake_key(key, st),
+        result = await self.recorder.record(
+            NewJob(
+                source_path=key,
+                data=prepared.data,
+                media_type=prepared.media_type,
+                params=params,
+                provider=self.provider_name,
+                detail=detail,
+                intake_key=self.intake_key(key, st),
+                dedupe_states=DEDUPE_STATES,
+            )
         )
+        if isinstance(result, DuplicateIntake):
+            raise result
+        if isinstance(result, Existing):
+            other = result.job
+            if other.source_path == key and other.source_done_at is None:
+                raise DuplicateIntake(self.intake_key(key, st))
+            await self._skip_duplicate(key, st, other)
+            return
+        job = result
         self.known.add(key)
         log.info(
             "job %s created from %s%s",
@@ -329,6 +321,22 @@ class Intake:
             f" ({'; '.join(prepared.conformed)})" if prepared.conformed else "",
         )
         self.on_job()
+
+    async def _skip_duplicate(self, key: str, st: os.stat_result, other: JobRecord) -> None:
+        path = self.drop / key
+        try:
+            now = path.lstat()
+        except FileNotFoundError:
+            return  # a daemon sharing the folder moved it aside first
+        if (now.st_size, now.st_mtime_ns) != (st.st_size, st.st_mtime_ns):
+            self.notice(path)
+            return
+        note = (
+            f"Not submitted: the same image with the same parameters is already job "
+            f"{other.id} ({other.state}, from {other.source_path})."
+        )
+        log.info("skipped %s: duplicate of job %s (%s)", key, other.id[:8], other.state)
+        await asyncio.to_thread(files.move_aside, self.drop, key, "done", note=note)
 
     @staticmethod
     def intake_key(key: str, st: os.stat_result) -> str:

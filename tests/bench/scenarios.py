@@ -109,12 +109,14 @@ def burst_ingest(n: int) -> dict[str, Any]:
             d.start()
             assert d.proc is not None
             with PeakRss(d.proc.pid) as peak:
+                cpu_before = cpu_seconds(d.proc.pid)
                 started = time.monotonic()
                 for f in staging.iterdir():  # cp: one file after another, all at once
                     shutil.copyfile(f, d.drop / f.name)
                 copied = time.monotonic() - started
                 wait_for(lambda: count_jobs(d.db) >= n, 600, f"{n} jobs recorded")
                 seconds = time.monotonic() - started
+                cpu = cpu_seconds(d.proc.pid) - cpu_before
             jobs = count_jobs(d.db)
             d.stop(60)
     finally:
@@ -126,6 +128,7 @@ def burst_ingest(n: int) -> dict[str, Any]:
         "files_per_second": round(n / seconds, 1),
         "jobs": jobs,
         "duplicates": jobs - n,
+        "daemon_cpu_ms_per_file": round(cpu * 1000 / n, 2),
         "peak_rss_mb": round(peak.peak, 1),
     }
 

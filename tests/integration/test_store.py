@@ -292,3 +292,43 @@ def test_shift_live_times_moves_only_unfinished_jobs(store: Store, clock: Manual
     moved = store.get(live.id)
     assert moved.next_action_at == at - timedelta(hours=1)
     assert moved.deadline_at == deadline + timedelta(hours=1)
+
+
+def test_record_jobs_in_one_transaction(store: Store) -> None:
+    from state.errors import DuplicateIntake
+    from state.store import Existing, NewJob
+
+    def item(name: str, data: bytes, key: str | None = None) -> NewJob:
+        return NewJob(
+            source_path=name,
+            data=data,
+            media_type="image/png",
+            params={"prompt": "spin"},
+            provider="kling",
+            detail={"size": len(data)},
+            intake_key=key or f"{name}|{len(data)}|1",
+            dedupe_states=("queued", "succeed"),
+        )
+
+    earlier = new_job(store, "old.png", b"old bytes")
+    before = store.write_count
+    results = store.record_jobs(
+        [
+            item("a.png", b"aaa"),
+            item("b.png", b"bbb"),
+            item("a-copy.png", b"aaa"),  # same content as an earlier item of the batch
+            item("again.png", b"old bytes"),  # same content as an existing job
+            item("a.png", b"zzz", key="a.png|3|1"),  # the same file twice
+        ]
+    )
+    assert store.write_count == before + 1
+    a, b, copy, again, twice = results
+    assert a.source_path == "a.png" and b.source_path == "b.png"  # type: ignore[union-attr]
+    assert isinstance(copy, Existing) and copy.job.id == a.id  # type: ignore[union-attr]
+    assert isinstance(again, Existing) and again.job.id == earlier.id
+    assert isinstance(twice, DuplicateIntake)
+    assert {j.source_path for j in store.list_jobs()} == {"old.png", "a.png", "b.png"}
+    stored = store.get(a.id)  # type: ignore[union-attr]
+    assert stored.state == "queued" and store.get_blob(stored.input_sha256) == b"aaa"
+    [created] = store.history(stored.id)
+    assert created.event == "created" and created.detail == {"size": 3}
