@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from daemon import config
-from daemon.commands import Refused, UsageError
 from daemon.config import ConfigError, Settings
+from daemon.errors import Refused, UsageError
 from daemon.lock import AlreadyRunning
 from state.errors import StoreError
 

@@ -22,6 +22,7 @@ from typing import Any
 
 from daemon import humane
 from daemon.config import Settings
+from daemon.errors import Refused, UsageError
 from daemon.lock import DatabaseLock
 from state.db import normalize_url, sqlite_path
 from state.errors import StaleJob
@@ -43,10 +44,6 @@ INPUT_ERRORS = frozenset(
     }
 )
 WIDTH = 80
-
-
-class Refused(Exception):
-    """The request was understood and cannot be done (exit 1, one line on stderr)."""
 
 
 @contextmanager
@@ -328,10 +325,6 @@ def _states(values: list[str] | None) -> list[str] | None:
         if value not in known:
             raise UsageError(f"--state {value!r}: one of {', '.join(sorted(known))}")
     return values
-
-
-class UsageError(Exception):
-    """Bad arguments (exit 2)."""
 
 
 def _targets(args: argparse.Namespace, store: Store, default_states: list[str]) -> list[JobRecord]:

@@ -97,3 +97,15 @@ class DownloadRejected(ProviderError):
 
 class DiskFull(Exception):
     """No space left where we write (output, state): pause and retry, never fail a job."""
+
+
+# The command line's two outcomes besides success (here, not in commands.py, so that
+# importing the CLI module — which every decoder worker process does — stays light).
+
+
+class Refused(Exception):
+    """The request was understood and cannot be done (exit 1, one line on stderr)."""
+
+
+class UsageError(Exception):
+    """Bad arguments (exit 2)."""
