@@ -162,6 +162,20 @@ def prepare_image(data: bytes, name: str, conform_ratio: str = "fail") -> Prepar
     return Prepared(_jpeg_under_limit(img), "image/jpeg", img.size[0], img.size[1], notes)
 
 
+def prepare_many(
+    items: list[tuple[bytes, str]], conform_ratio: str = "fail"
+) -> list[Prepared | Exception]:
+    """prepare_image for a batch, in one worker call (a burst of small files cost more in
+    process-pool round trips than in decoding); each file's failure is its own."""
+    results: list[Prepared | Exception] = []
+    for data, name in items:
+        try:
+            results.append(prepare_image(data, name, conform_ratio))
+        except Exception as exc:
+            results.append(exc)
+    return results
+
+
 def _has_rotation(img: Any) -> bool:
     try:
         return int(img.getexif().get(0x0112, 1)) not in (0, 1)

@@ -22,6 +22,7 @@ from typing import Any
 
 from daemon import files
 from daemon.async_store import AsyncStore
+from daemon.batcher import Batcher
 from daemon.config import Settings
 from daemon.errors import DiskFull
 from daemon.intake import (
@@ -30,7 +31,7 @@ from daemon.intake import (
     SettleTracker,
     is_candidate,
     is_own_folder,
-    prepare_image,
+    prepare_many,
     preset_of,
     read_sidecar,
 )
@@ -75,6 +76,10 @@ class Intake:
         self.shared = False  # other daemons may watch the same folder (shared table)
         self.tasks: set[asyncio.Task[None]] = set()
         self.recorder = Recorder(store)
+        # One decode call per batch, as many batches at once as there are workers.
+        self.decoder: Batcher[tuple[bytes, str], Prepared] = Batcher(
+            self._prepare_batch, max_batch=32, concurrency=2, name="intake-decoder"
+        )
         self.noticed = asyncio.Event()  # a file entered the settle check
 
     @property
@@ -304,8 +309,6 @@ class Intake:
                 dedupe_states=DEDUPE_STATES,
             )
         )
-        if isinstance(result, DuplicateIntake):
-            raise result
         if isinstance(result, Existing):
             other = result.job
             if other.source_path == key and other.source_done_at is None:
@@ -355,22 +358,35 @@ class Intake:
             self._pool = None
 
     async def _prepare(self, data: bytes, key: str) -> Prepared:
+        return await self.decoder.submit((data, key))
+
+    async def _prepare_batch(
+        self, items: list[tuple[bytes, str]]
+    ) -> list[Prepared | BaseException]:
         loop = asyncio.get_running_loop()
         pool = self.pool()
         try:
-            return await loop.run_in_executor(
-                pool, prepare_image, data, key, self.settings.conform_ratio
+            return list(
+                await loop.run_in_executor(pool, prepare_many, items, self.settings.conform_ratio)
             )
         except BrokenProcessPool:
-            # The decoder died (a hostile file can crash a C library): only this file
-            # fails, and the next file gets a fresh pool.
+            # The decoder died (a hostile file can crash a C library): the next call gets
+            # a fresh pool, and a batch is retried file by file so only that file fails.
             if self._pool is pool:
                 self._pool = None
                 pool.shutdown(wait=False, cancel_futures=False)
-            raise InvalidImage(
-                "decoder_crashed",
-                f"{key}: the image decoder crashed on this file; it is probably malformed",
-            ) from None
+            if len(items) > 1:
+                results: list[Prepared | BaseException] = []
+                for item in items:
+                    results.extend(await self._prepare_batch([item]))
+                return results
+            return [
+                InvalidImage(
+                    "decoder_crashed",
+                    f"{items[0][1]}: the image decoder crashed on this file; "
+                    "it is probably malformed",
+                )
+            ]
 
     async def _reject(
         self,
