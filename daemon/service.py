@@ -204,6 +204,7 @@ class Daemon:
             taken = await self.store.take_over()
             if taken:
                 log.info("took over %d jobs no live daemon held", len(taken))
+                await self._count_takeovers(taken)
             crashed = []
         live = await self.store.live_jobs()
         if crashed:
@@ -240,6 +241,22 @@ class Daemon:
             self.reconciling.add(job.id)
         self.schedule(job.id, self.clock.now())
 
+    async def _count_takeovers(self, taken: list[JobRecord]) -> list[JobRecord]:
+        """A job taken over in the middle of a step (a create sent, a download begun) had
+        its daemon die under it: count that as a crash, so a job that kills every daemon
+        that touches it fails after crash_limit instead of travelling round the cluster."""
+        since_ever = datetime.min.replace(tzinfo=UTC)
+        kept = []
+        for job in taken:
+            try:
+                counted = await self._count_recovery(job, since_ever)
+            except Exception as exc:  # moved on meanwhile (a CLI cancel): its word stands
+                log.info("job %s not counted after takeover: %r", short(job.id), exc)
+                counted = job
+            if counted is not None and not counted.is_final:
+                kept.append(counted)
+        return kept
+
     def holds_lease(self) -> bool:
         """Whether this daemon can be sure it still holds its jobs: always alone on SQLite;
         on a shared table, while a third of the lease is left since the last renewal."""
@@ -267,7 +284,7 @@ class Daemon:
                     len(taken),
                     held + len(taken),
                 )
-                for job in taken:
+                for job in await self._count_takeovers(taken):
                     self.adopt(job)
                 self.dispatch_event.set()
             await asyncio.sleep(max(0.0, every - (time.monotonic() - started)))

@@ -232,3 +232,45 @@ def test_a_daemon_stopped_past_its_lease_is_fenced_when_it_resumes(
             late = [t for t in store.history(job_id) if t.id > mark]
             assert late and all(t.daemon_id == b_id for t in late), late
         assert sim.stats()["peak_running"] <= 5
+
+
+def test_a_job_whose_daemons_keep_dying_fails_instead_of_travelling(
+    pg_url: str, tmp_path: Path
+) -> None:
+    """The holder is SIGKILLed mid-download; the daemon that takes the job over counts
+    that as a crash, and with crash_limit 1 fails it rather than go round the cluster."""
+    config = SimConfig(static_keys={KEY}, concurrency=10**6, task_time=(0.0, 0.0))
+    with Simulator(config).start() as sim, ExitStack() as stack:
+        sim.add_fault("download", "slow", count=None, delay=30.0)  # every download hangs
+        [a] = cluster(stack, tmp_path, sim, pg_url, 1)
+        drop_images(tmp_path / "staging", tmp_path / "drop", 1)
+        store = open_store(pg_url)
+        stack.callback(store.close)
+        wait_for(
+            lambda: [j for j in store.live_jobs() if j.state == "downloading"],
+            60,
+            "the download to begin",
+        )
+        a.kill()
+        (tmp_path / "d9").mkdir()
+        b = stack.enter_context(
+            DaemonProcess(
+                tmp_path / "d9",
+                api_base=sim.base_url,
+                key=KEY,
+                settings={**SHARED, "crash_limit": "1"},
+                db_url=pg_url,
+                drop=tmp_path / "drop",
+                output=tmp_path / "output",
+            )
+        )
+        b.start()
+        [job] = wait_for(
+            lambda: [j for j in store.list_jobs() if j.is_final and j.source_done_at],
+            60,
+            "the job to fail after the takeover",
+        )
+        assert (job.state, job.error_code) == ("failed", "crash_loop"), job
+        assert "last step: download" in (job.error_message or "")
+        assert (tmp_path / "drop" / "failed" / "img000.png").is_file()
+        assert b.stop() == 0
