@@ -8,7 +8,6 @@ import logging
 
 from daemon.async_store import AsyncStore
 from daemon.batcher import Batcher
-from state.errors import DuplicateIntake
 from state.store import Existing, JobRecord, NewJob
 
 log = logging.getLogger("dropreel.intake")
@@ -40,6 +39,3 @@ class Recorder:
             for item in items:
                 results.extend(await self._record_batch([item]))
             return results
-
-
-__all__ = ["DuplicateIntake", "Recorder"]
