@@ -191,6 +191,7 @@ class Daemon:
         )
         if self.shared:
             sync.owner, sync.lease = self.daemon_id, lease
+            sync.drop_folder = str(s.drop)
             self.lease_valid_until = time.monotonic() + s.lease_seconds
         for row in crashed:
             log.warning(
@@ -587,6 +588,13 @@ class Daemon:
         if job.source_done_at is not None:
             return
         s = self.settings
+        if job.drop_folder is not None and job.drop_folder != str(s.drop):
+            # Taken over from a daemon watching another folder: its source is not ours
+            # to move (a file of the same name here is another file). Leave the job to a
+            # daemon that watches that folder.
+            with contextlib.suppress(Exception):
+                await self.store.let_go(job.id)
+            return
         if not PurePosixPath(job.source_path).is_absolute():
             try:
                 if job.state == JobState.SUCCEED:

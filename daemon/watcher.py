@@ -116,8 +116,10 @@ class Intake:
     def scan(self, top: Path | None = None) -> int:
         """Walk `top` (default: the whole drop folder) without following symlinks; every
         candidate file enters the settle check. Returns how many files were seen."""
-        if top is None:  # a full scan: forget other daemons' files that have gone
+        if top is None:  # a full scan: forget files that have gone (moved aside by a
+            # daemon sharing the folder, for a job it took from us or made itself)
             self.others = {k: v for k, v in self.others.items() if (self.drop / k).exists()}
+            self.known = {k for k in self.known if (self.drop / k).exists()}
         top = top or self.drop
         seen = 0
         for root, dirs, names in os.walk(top, followlinks=False):
@@ -313,6 +315,7 @@ class Intake:
                 detail=detail,
                 intake_key=self.intake_key(key, st),
                 dedupe_states=DEDUPE_STATES,
+                drop_folder=str(self.drop),
             )
         )
         if isinstance(result, Existing):
@@ -411,6 +414,7 @@ class Intake:
             provider=self.provider_name,
             fail=(code, message),
             intake_key=self.intake_key(key, st),
+            drop_folder=str(self.drop),
         )
         log.warning("job %s failed at intake: %s", job.id[:8], message)
         await self.on_end_fail(job)

@@ -97,6 +97,9 @@ class Job(Base):
     # "<path in the drop folder>|<size>|<mtime ns>": two daemons watching one shared
     # folder that see the same file create one job; the unique index decides, not timing.
     intake_key: Mapped[str | None] = mapped_column(Text)
+    # The drop folder the source is in (as its daemon names it): only a daemon watching
+    # that folder may move the source aside. NULL: not from a drop folder (CLI submit).
+    drop_folder: Mapped[str | None] = mapped_column(Text)
 
     __table_args__ = (
         Index("ix_jobs_state_next_action", "state", "next_action_at"),

@@ -9,21 +9,17 @@ from __future__ import annotations
 
 import fnmatch
 import hashlib
-import json
-import secrets
 import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, bindparam, func, insert, or_, select, text, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy import Connection, Engine, func, select, update
+from sqlalchemy.exc import IntegrityError
 
 from state.clock import Clock, SystemClock
+from state.cluster import ClusterOps
 from state.db import check_and_migrate, make_engine, normalize_url, sqlite_path
 from state.errors import (
     AmbiguousJobId,
@@ -34,139 +30,36 @@ from state.errors import (
     StaleJob,
 )
 from state.lifecycle import LIVE_STATES, JobEvent, JobState, apply
-from state.models import Daemon, InputBlob, Job, JobTransition
-
-jobs_t = Job.__table__
-transitions_t = JobTransition.__table__
-blobs_t = InputBlob.__table__
-daemons_t = Daemon.__table__
-
-
-@dataclass(frozen=True)
-class JobRecord:
-    id: str
-    source_path: str
-    input_sha256: str
-    params: dict[str, Any]
-    content_key: str
-    provider: str
-    state: str
-    attempt: int
-    remote_task_id: str | None
-    external_task_id: str | None
-    create_sent_at: datetime | None
-    video_url: str | None
-    output_path: str | None
-    error_code: str | None
-    error_message: str | None
-    next_action_at: datetime | None
-    deadline_at: datetime | None
-    poll_count: int
-    recoveries: int
-    retries: int
-    source_done_at: datetime | None
-    created_at: datetime
-    updated_at: datetime
-    version: int
-    owner: str | None = None
-    lease_until: datetime | None = None
-
-    @property
-    def is_final(self) -> bool:
-        return JobState(self.state).is_final
-
-
-@dataclass(frozen=True)
-class TransitionRecord:
-    id: int
-    job_id: str
-    attempt: int
-    from_state: str | None
-    to_state: str
-    event: str
-    at: datetime
-    detail: dict[str, Any] | None
-    daemon_id: str | None = None  # the daemon that wrote it (None: the CLI)
-
-
-_JOB_FIELDS = [f.name for f in fields(JobRecord)]
-# Columns a caller may set alongside a transition or in update(); the rest are the store's.
-SETTABLE = frozenset(_JOB_FIELDS) - {
-    "id",
-    "state",
-    "attempt",
-    "version",
-    "created_at",
-    "updated_at",
-    "input_sha256",
-    "content_key",
-    "owner",
-    "lease_until",
-}
-_job_columns = [jobs_t.c[name] for name in _JOB_FIELDS]
-# Statements built once: building them per call costs more than executing them.
-_SELECT_JOB = select(*_job_columns).where(jobs_t.c.id == bindparam("b_id"))
-_SELECT_JOB_FOR_UPDATE = _SELECT_JOB.with_for_update()
-_CAS_JOB = update(jobs_t).where(
-    jobs_t.c.id == bindparam("b_id"), jobs_t.c.version == bindparam("b_version")
-)
-# A daemon on a shared table writes only jobs it holds: a takeover fences the old holder.
-_CAS_HELD_JOB = _CAS_JOB.where(jobs_t.c.owner == bindparam("b_owner"))
-_INSERT_TRANSITION = insert(transitions_t)
-_INSERT_JOB = insert(jobs_t)
-_BLOB_EXISTS = select(blobs_t.c.sha256).where(blobs_t.c.sha256 == bindparam("b_sha"))
-_INSERT_BLOB = {
-    "postgresql": pg_insert(blobs_t).on_conflict_do_nothing(index_elements=["sha256"]),
-    "sqlite": sqlite_insert(blobs_t).on_conflict_do_nothing(index_elements=["sha256"]),
-}
-_FIND_BY_CONTENT = (
-    select(*_job_columns)
-    .where(
-        jobs_t.c.content_key == bindparam("b_key"),
-        jobs_t.c.state.in_(bindparam("b_states", expanding=True)),
-    )
-    .order_by(jobs_t.c.created_at)
-)
-_REMOTE = [JobState.SUBMITTED.value, JobState.PROCESSING.value]
-# Unfinished, or ended with its source file still to move aside: work for some daemon.
-_NEEDS_A_DAEMON = or_(
-    jobs_t.c.state.in_([s.value for s in LIVE_STATES]), jobs_t.c.source_done_at.is_(None)
+from state.records import (
+    BLOB_EXISTS,
+    CAS_HELD_JOB,
+    CAS_JOB,
+    FIND_BY_CONTENT,
+    INSERT_BLOB,
+    INSERT_JOB,
+    INSERT_TRANSITION,
+    JOB_COLUMNS,
+    SELECT_JOB,
+    SELECT_JOB_FOR_UPDATE,
+    SETTABLE,
+    Existing,
+    JobRecord,
+    NewJob,
+    TransitionRecord,
+    blobs_t,
+    content_key,
+    jobs_t,
+    new_job_id,
+    transitions_t,
 )
 
 
-def new_job_id() -> str:
-    return secrets.token_hex(16)  # 32 hex chars, random (a UUID object costs more to build)
+def _claimable(row: Any) -> bool:
+    """A queued job no create was ever sent for: any daemon may take it to submit it."""
+    return row["state"] == JobState.QUEUED.value and row["create_sent_at"] is None
 
 
-@dataclass(frozen=True)
-class NewJob:
-    """A job to record from a dropped file (see Store.record_jobs)."""
-
-    source_path: str
-    data: bytes
-    media_type: str
-    params: dict[str, Any]
-    provider: str
-    detail: dict[str, Any] | None = None
-    intake_key: str | None = None
-    # Not recorded if a job with the same content key is in one of these states.
-    dedupe_states: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class Existing:
-    """record_jobs' answer for a NewJob that is the same work as an existing job."""
-
-    job: JobRecord
-
-
-def content_key(sha256: str, params: dict[str, Any]) -> str:
-    """Identity of "this image with these parameters": equal keys are the same work."""
-    canonical = json.dumps(params, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
-    return hashlib.sha256(f"{sha256}\n{canonical}".encode()).hexdigest()
-
-
-class Store:
+class Store(ClusterOps):
     def __init__(self, engine: Engine, clock: Clock | None = None) -> None:
         self.write_count = 0
         self._write_lock = threading.Lock()
@@ -176,6 +69,7 @@ class Store:
         # Set by a daemon sharing the table with others (PostgreSQL): it then reads and
         # writes only the jobs it holds, and its history rows carry its id.
         self.owner: str | None = None
+        self.drop_folder: str | None = None
         self.lease = timedelta(seconds=30)
         self.fenced = 0  # writes refused because another daemon had taken the job over
 
@@ -231,10 +125,10 @@ class Store:
 
     def _put_blob(self, conn: Connection, data: bytes, media_type: str) -> str:
         sha = hashlib.sha256(data).hexdigest()
-        if conn.execute(_BLOB_EXISTS, {"b_sha": sha}).first() is None:
+        if conn.execute(BLOB_EXISTS, {"b_sha": sha}).first() is None:
             # Another daemon on a shared table may store the same bytes at the same moment.
             conn.execute(
-                _INSERT_BLOB[conn.dialect.name],
+                INSERT_BLOB[conn.dialect.name],
                 {
                     "sha256": sha,
                     "size": len(data),
@@ -267,6 +161,7 @@ class Store:
         next_action_at: datetime | None = None,
         fail: tuple[str, str] | None = None,
         intake_key: str | None = None,
+        drop_folder: str | None = None,
     ) -> JobRecord:
         """Record the input bytes and a new `queued` job, with its first history row.
 
@@ -277,7 +172,7 @@ class Store:
         try:
             return self._create_job(
                 job_id, now, source_path, data, media_type, params, provider, detail,
-                next_action_at, fail, intake_key,
+                next_action_at, fail, intake_key, drop_folder,
             )  # fmt: skip
         except IntegrityError as exc:
             if intake_key is not None and "intake_key" in str(exc):
@@ -297,17 +192,18 @@ class Store:
         next_action_at: datetime | None,
         fail: tuple[str, str] | None,
         intake_key: str | None,
+        drop_folder: str | None,
     ) -> JobRecord:
         with self._write() as conn:
             sha = self._put_blob(conn, data, media_type)
-            item = NewJob(source_path, data, media_type, params, provider)
+            item = NewJob(source_path, data, media_type, params, provider, drop_folder=drop_folder)
             values = self._new_job_values(job_id, now, item, sha, content_key(sha, params))
             if next_action_at is not None:
                 values["next_action_at"] = next_action_at
             # Statements built once and given parameters: building an insert with
             # .values() per call cost more than the insert (the burst-ingest profile).
-            conn.execute(_INSERT_JOB, {**values, "intake_key": intake_key})
-            conn.execute(_INSERT_TRANSITION, self._created_row(job_id, now, detail))
+            conn.execute(INSERT_JOB, {**values, "intake_key": intake_key})
+            conn.execute(INSERT_TRANSITION, self._created_row(job_id, now, detail))
             if fail is not None:
                 failed = {
                     "state": JobState.FAILED.value,
@@ -319,7 +215,7 @@ class Store:
                 self._cas(conn, job_id, 1, failed)
                 values.update(failed)
                 conn.execute(
-                    _INSERT_TRANSITION,
+                    INSERT_TRANSITION,
                     {
                         "job_id": job_id,
                         "attempt": 1,
@@ -358,7 +254,7 @@ class Store:
             keys = [p[2] for p in prepared]
             by_content: dict[str, list[JobRecord]] = {}
             for r in conn.execute(
-                select(*_job_columns)
+                select(*JOB_COLUMNS)
                 .where(jobs_t.c.content_key.in_(keys))
                 .order_by(jobs_t.c.created_at)
             ):
@@ -408,10 +304,10 @@ class Store:
                     taken.add(item.intake_key)
                 results.append(record)
             if blobs:
-                conn.execute(_INSERT_BLOB[conn.dialect.name], blobs)
+                conn.execute(INSERT_BLOB[conn.dialect.name], blobs)
             if jobs:
-                conn.execute(_INSERT_JOB, jobs)
-                conn.execute(_INSERT_TRANSITION, history)
+                conn.execute(INSERT_JOB, jobs)
+                conn.execute(INSERT_TRANSITION, history)
         return results
 
     def _new_job_values(
@@ -444,6 +340,7 @@ class Store:
             "version": 1,
             "owner": self.owner,
             "lease_until": now + self.lease if self.owner else None,
+            "drop_folder": item.drop_folder,
         }
 
     def _created_row(
@@ -503,7 +400,7 @@ class Store:
             )
             self._cas(conn, job_id, row["version"], values)
             conn.execute(
-                _INSERT_TRANSITION,
+                INSERT_TRANSITION,
                 {
                     "job_id": job_id,
                     "attempt": attempt,
@@ -547,12 +444,16 @@ class Store:
             self._cas(conn, job_id, expected_version, values)
         return JobRecord(**{**row, **values})
 
-    def _locked_row(self, conn: Connection, job_id: str) -> dict[str, Any]:
+    def _locked_row(
+        self, conn: Connection, job_id: str, *, claim_queued: bool = False
+    ) -> dict[str, Any]:
         # FOR UPDATE on PostgreSQL; SQLite's BEGIN IMMEDIATE already serialises writers.
-        query = _SELECT_JOB_FOR_UPDATE if conn.dialect.name == "postgresql" else _SELECT_JOB
+        query = SELECT_JOB_FOR_UPDATE if conn.dialect.name == "postgresql" else SELECT_JOB
         row = conn.execute(query, {"b_id": job_id}).mappings().first()
         if row is None:
             raise JobNotFound(f"no job {job_id}")
+        if claim_queued and _claimable(row):
+            return dict(row)
         if self.owner is not None and row["owner"] != self.owner:
             self.fenced += 1
             raise Fenced(job_id, self.owner)
@@ -561,9 +462,9 @@ class Store:
     def _cas(self, conn: Connection, job_id: str, version: int, values: dict[str, Any]) -> None:
         params = {"b_id": job_id, "b_version": version, **values}
         if self.owner is None:
-            result = conn.execute(_CAS_JOB, params)
+            result = conn.execute(CAS_JOB, params)
         else:
-            result = conn.execute(_CAS_HELD_JOB, {**params, "b_owner": self.owner})
+            result = conn.execute(CAS_HELD_JOB, {**params, "b_owner": self.owner})
         if result.rowcount != 1:
             if self.owner is not None:
                 held = conn.execute(
@@ -584,7 +485,7 @@ class Store:
 
     def get(self, job_id: str) -> JobRecord:
         with self._read() as conn:
-            row = conn.execute(_SELECT_JOB, {"b_id": job_id}).first()
+            row = conn.execute(SELECT_JOB, {"b_id": job_id}).first()
         if row is None:
             raise JobNotFound(f"no job {job_id}")
         return JobRecord(*row)
@@ -596,7 +497,7 @@ class Store:
             raise JobNotFound(f"'{id_or_prefix}' is not a job id (ids are hexadecimal)")
         with self._read() as conn:
             rows = conn.execute(
-                select(*_job_columns)
+                select(*JOB_COLUMNS)
                 .where(jobs_t.c.id >= prefix, jobs_t.c.id < prefix + "g")
                 .order_by(jobs_t.c.id)
                 .limit(11)
@@ -637,7 +538,7 @@ class Store:
         with self._read() as conn:
             next_queued = conn.execute(
                 select(func.min(jobs_t.c.next_action_at)).where(
-                    jobs_t.c.state == JobState.QUEUED.value, *self._held()
+                    jobs_t.c.state == JobState.QUEUED.value, *self._queued_for_me()
                 )
             ).scalar_one_or_none()
             in_flight = int(
@@ -651,11 +552,11 @@ class Store:
             if room <= 0:
                 return in_flight, [], next_queued
             rows = conn.execute(
-                select(*_job_columns)
+                select(*JOB_COLUMNS)
                 .where(
                     jobs_t.c.state == JobState.QUEUED.value,
                     jobs_t.c.next_action_at <= now,
-                    *self._held(),
+                    *self._queued_for_me(),
                 )
                 .order_by(jobs_t.c.created_at, jobs_t.c.id)
                 .limit(room)
@@ -687,7 +588,7 @@ class Store:
 
     def find_by_content_key(self, key: str, states: Iterable[str]) -> list[JobRecord]:
         with self._read() as conn:
-            rows = conn.execute(_FIND_BY_CONTENT, {"b_key": key, "b_states": list(states)})
+            rows = conn.execute(FIND_BY_CONTENT, {"b_key": key, "b_states": list(states)})
             return [JobRecord(*r) for r in rows.all()]
 
     def intake_key_in_place(self, intake_key: str) -> bool:
@@ -794,188 +695,8 @@ class Store:
             ).all()
         return [r.detail for r in rows if isinstance(r.detail, dict)]
 
-    # -- leases (several daemons on one PostgreSQL table) ------------------------------
-
-    def _held(self) -> list[Any]:
-        return [] if self.owner is None else [jobs_t.c.owner == self.owner]
-
-    def admit(
-        self, job_id: str, expected_version: int, limit: int | None, **changes: Any
-    ) -> JobRecord | None:
-        """Record that a create call is about to be sent (`changes`: create_sent_at,
-        external_task_id), but only while fewer than `limit` jobs in the whole table are
-        with the provider or being created: the provider's limit is per account, so it
-        is counted across every daemon. None when the limit is reached. limit=None: no
-        count (one daemon alone knows its in-flight number without asking)."""
-        self._check_settable(changes)
-        try:
-            return self._admit(job_id, expected_version, limit, changes)
-        except OperationalError as exc:
-            if getattr(exc.orig, "sqlstate", None) == "55P03":  # lock_timeout
-                return None  # another daemon hangs holding the admission lock: later
-            raise
-
-    def _admit(
-        self, job_id: str, expected_version: int, limit: int | None, changes: dict[str, Any]
-    ) -> JobRecord | None:
-        with self._write() as conn:
-            if limit is not None and conn.dialect.name == "postgresql":
-                # Admission is serialised cluster-wide (SQLite's BEGIN IMMEDIATE already is);
-                # a holder that hangs costs the others a refused admission, not a hang.
-                conn.execute(text("SET LOCAL lock_timeout = '2s'"))
-                conn.execute(text("SELECT pg_advisory_xact_lock(7150394)"))
-            row = self._locked_row(conn, job_id)
-            if row["version"] != expected_version:
-                raise StaleJob(job_id, expected_version, row["version"])
-            busy = (
-                0
-                if limit is None
-                else conn.execute(
-                    select(func.count())
-                    .select_from(jobs_t)
-                    .where(
-                        jobs_t.c.id != job_id,
-                        or_(
-                            jobs_t.c.state.in_(_REMOTE),
-                            (jobs_t.c.state == JobState.QUEUED.value)
-                            & jobs_t.c.create_sent_at.is_not(None),
-                        ),
-                    )
-                ).scalar_one()
-            )
-            if limit is not None and busy >= limit:
-                return None
-            values = {**changes, "updated_at": self.clock.now(), "version": expected_version + 1}
-            self._cas(conn, job_id, expected_version, values)
-        return JobRecord(**{**row, **values})
-
-    def take_over(self, limit: int = 10_000) -> list[JobRecord]:
-        """Claim for this daemon every job that needs a daemon and has none: no holder, or
-        a holder whose lease ran out (it died, or stopped answering). Other daemons'
-        claims are skipped, not waited for (SKIP LOCKED). The claim moves `version` on,
-        so the old holder's writes match no row. Returns the jobs taken."""
-        assert self.owner is not None
-        now = self.clock.now()
-        claimable = (
-            select(jobs_t.c.id)
-            .where(_NEEDS_A_DAEMON, or_(jobs_t.c.owner.is_(None), jobs_t.c.lease_until < now))
-            .order_by(jobs_t.c.next_action_at)
-            .limit(limit)
-            .with_for_update(skip_locked=True)
-        )
-        with self._write() as conn:
-            ids = [r[0] for r in conn.execute(claimable).all()]
-            if not ids:
-                return []
-            conn.execute(
-                update(jobs_t)
-                .where(jobs_t.c.id.in_(ids))
-                .values(
-                    owner=self.owner, lease_until=now + self.lease, version=jobs_t.c.version + 1
-                )
-            )
-            rows = conn.execute(select(*_job_columns).where(jobs_t.c.id.in_(ids))).all()
-        return [JobRecord(*r) for r in rows]
-
-    def renew(self) -> int:
-        """Extend this daemon's lease on every job it holds; returns how many it holds."""
-        assert self.owner is not None
-        now = self.clock.now()
-        with self._write() as conn:
-            result = conn.execute(
-                update(jobs_t)
-                .where(jobs_t.c.owner == self.owner, _NEEDS_A_DAEMON)
-                .values(lease_until=now + self.lease)
-            )
-        return int(result.rowcount)
-
-    def release(self) -> int:
-        """A clean stop: let other daemons take this daemon's jobs at once."""
-        assert self.owner is not None
-        with self._write() as conn:
-            result = conn.execute(
-                update(jobs_t)
-                .where(jobs_t.c.owner == self.owner, _NEEDS_A_DAEMON)
-                .values(owner=None, lease_until=None, version=jobs_t.c.version + 1)
-            )
-        return int(result.rowcount)
-
-    def held_counts(self) -> dict[str, int]:
-        """Unfinished jobs per holding daemon (live leases only)."""
-        now = self.clock.now()
-        with self._read() as conn:
-            rows = conn.execute(
-                select(jobs_t.c.owner, func.count())
-                .where(
-                    jobs_t.c.owner.is_not(None),
-                    jobs_t.c.lease_until >= now,
-                    jobs_t.c.state.in_([s.value for s in LIVE_STATES]),
-                )
-                .group_by(jobs_t.c.owner)
-            ).all()
-        return {owner: n for owner, n in rows}
-
-    # -- daemons -----------------------------------------------------------------------
-
-    def register_daemon(self, host: str, pid: int, max_in_flight: int) -> str:
-        daemon_id = new_job_id()
-        now = self.clock.now()
-        with self._write() as conn:
-            conn.execute(
-                insert(daemons_t).values(
-                    id=daemon_id,
-                    host=host,
-                    pid=pid,
-                    started_at=now,
-                    heartbeat_at=now,
-                    max_in_flight=max_in_flight,
-                    crashed=False,
-                    in_flight=0,
-                )
-            )
-        return daemon_id
-
-    def close_stale_daemons(self, older_than: datetime | None = None) -> list[dict[str, Any]]:
-        """Mark daemons that never stopped cleanly as crashed and return them. With
-        `older_than`, only those whose heartbeat is older (a shared database)."""
-        conds = [daemons_t.c.stopped_at.is_(None)]
-        if older_than is not None:
-            conds.append(daemons_t.c.heartbeat_at < older_than)
-        with self._write() as conn:
-            rows = [dict(r) for r in conn.execute(select(daemons_t).where(*conds)).mappings()]
-            for row in rows:
-                conn.execute(
-                    update(daemons_t)
-                    .where(daemons_t.c.id == row["id"])
-                    .values(stopped_at=row["heartbeat_at"], crashed=True)
-                )
-        return rows
-
-    def heartbeat(self, daemon_id: str, **fields: Any) -> None:
-        # A daemon taken for dead (stopped past a lease on a shared table) that beats
-        # again is alive after all.
-        fields.setdefault("stopped_at", None)
-        if fields["stopped_at"] is None:
-            fields.setdefault("crashed", False)
-        with self._write() as conn:
-            conn.execute(
-                update(daemons_t)
-                .where(daemons_t.c.id == daemon_id)
-                .values(heartbeat_at=self.clock.now(), **fields)
-            )
-
-    def stop_daemon(self, daemon_id: str) -> None:
-        self.heartbeat(daemon_id, stopped_at=self.clock.now(), in_flight=0)
-
-    def daemons(self, *, live_only: bool = True) -> list[dict[str, Any]]:
-        query = select(daemons_t).order_by(daemons_t.c.started_at.desc())
-        if live_only:
-            query = query.where(daemons_t.c.stopped_at.is_(None))
-        with self._read() as conn:
-            return [dict(r) for r in conn.execute(query).mappings()]
-
     def _select(self, *conds: Any, order: Any = None, limit: int | None = None) -> list[JobRecord]:
-        query = select(*_job_columns).where(*conds)
+        query = select(*JOB_COLUMNS).where(*conds)
         if order is not None:
             query = query.order_by(*(order if isinstance(order, tuple) else (order,)))
         if limit is not None:

@@ -165,7 +165,8 @@ def test_three_daemons_one_shared_folder_and_one_killed(pg_url: str, tmp_path: P
         assert stats["rejected"] == {}
         jobs = store.list_jobs(limit=1000)
         assert len(jobs) == len(images)
-        # Spread: every daemon made jobs from the shared folder and submitted some.
+        # Spread: whichever daemon records a file (the fastest may record them all), the
+        # submissions are claimed by whichever daemon has room: every daemon sent some.
         created: Counter[str | None] = Counter()
         accepted: Counter[str | None] = Counter()
         for job in jobs:
@@ -174,8 +175,8 @@ def test_three_daemons_one_shared_folder_and_one_killed(pg_url: str, tmp_path: P
                     created[t.daemon_id] += 1
                 if t.event == "accepted":
                     accepted[t.daemon_id] += 1
-        assert len(created) >= 2 and sum(created.values()) == len(images), created
-        assert len([n for n in accepted.values() if n]) >= 2, accepted
+        assert sum(created.values()) == len(images), created
+        assert len(accepted) == 3 and sum(accepted.values()) == len(images), accepted
         # The killed daemon's unfinished jobs were finished by the others.
         for job_id in held:
             history = store.history(job_id)
@@ -203,7 +204,12 @@ def test_a_daemon_stopped_past_its_lease_is_fenced_when_it_resumes(
         wait_for(a_has_remote_work, 60, "daemon A to hold jobs the provider is running")
         a.signal(signal.SIGSTOP)
         stopped = time.monotonic()
-        held = {j.id for j in store.live_jobs() if j.owner == a_id}
+        held_jobs = [j for j in store.live_jobs() if j.owner == a_id]
+        held = {j.id for j in held_jobs}
+        # The jobs A had work under way for (a create sent): fenced after the takeover.
+        # (A queued job no create was sent for is anyone's to claim, A's again included.)
+        under_way = {j.id for j in held_jobs if j.state != "queued" or j.create_sent_at}
+        assert under_way
 
         def taken_over() -> bool:
             owners = {j.owner for j in store.list_jobs(limit=1000) if j.id in held}
@@ -227,8 +233,8 @@ def test_a_daemon_stopped_past_its_lease_is_fenced_when_it_resumes(
         assert_one_create_and_one_video_per_image(
             sim, images, tmp_path / "output", tmp_path / "drop"
         )
-        # After the takeover A wrote nothing to the jobs it had lost.
-        for job_id in held:
+        # After the takeover A wrote nothing to the jobs it had under way.
+        for job_id in under_way:
             late = [t for t in store.history(job_id) if t.id > mark]
             assert late and all(t.daemon_id == b_id for t in late), late
         assert sim.stats()["peak_running"] <= 5

@@ -189,3 +189,38 @@ def test_finished_work_leaves_its_holder(cluster: list[Store], clock: ManualCloc
     clock.advance(31)
     assert {j.id for j in b.take_over()} == {ended.id, live.id}
     assert [t.daemon_id for t in b.history(done.id)] == [a.owner] * len(b.history(done.id))
+
+
+def test_a_queued_job_goes_to_whichever_daemon_submits_it_first(
+    cluster: list[Store], clock: ManualClock
+) -> None:
+    a, b, _ = cluster
+    job = new_job(a, "a.png")
+    # b has room: it claims a's queued job as it records the create it is about to send.
+    claimed = b.admit(job.id, job.version, 5, create_sent_at=clock.now(), external_task_id="x")
+    assert claimed is not None and claimed.owner == b.owner
+    assert b.get(job.id).owner == b.owner
+    with pytest.raises(StaleJob):  # a, which saw it first, lost the race
+        a.admit(job.id, job.version, 5, create_sent_at=clock.now())
+    # Once a create may have been sent, the job is its holder's alone.
+    with pytest.raises(Fenced):
+        a.admit(claimed.id, claimed.version, 5, create_sent_at=clock.now())
+
+
+def test_an_ended_job_waits_for_a_daemon_that_watches_its_folder(
+    cluster: list[Store], clock: ManualClock
+) -> None:
+    a, b, c = cluster
+    a.drop_folder, b.drop_folder, c.drop_folder = "/srv/a", "/srv/b", "/srv/a"
+    job = a.create_job(
+        source_path="toy.png",
+        data=b"x",
+        media_type="image/png",
+        params={},
+        provider="kling",
+        fail=("corrupt", "broken"),
+        drop_folder="/srv/a",
+    )
+    a.let_go(job.id)  # as a daemon of another folder does when the job ends in its hands
+    assert b.take_over() == []  # b watches another folder: not its source to move
+    assert [j.id for j in c.take_over()] == [job.id]

@@ -24,6 +24,7 @@ def upgrade() -> None:
         batch.add_column(sa.Column("owner", sa.String(32), nullable=True))
         batch.add_column(sa.Column("lease_until", UTCTime(), nullable=True))
         batch.add_column(sa.Column("intake_key", sa.Text(), nullable=True))
+        batch.add_column(sa.Column("drop_folder", sa.Text(), nullable=True))
     op.create_index("ix_jobs_owner", "jobs", ["owner"])
     op.create_index(
         "ux_jobs_intake_key_in_place",
@@ -43,6 +44,7 @@ def downgrade() -> None:
     op.drop_index("ux_jobs_intake_key_in_place", "jobs")
     op.drop_index("ix_jobs_owner", "jobs")
     with op.batch_alter_table("jobs") as batch:
+        batch.drop_column("drop_folder")
         batch.drop_column("intake_key")
         batch.drop_column("lease_until")
         batch.drop_column("owner")
