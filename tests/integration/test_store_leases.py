@@ -13,7 +13,7 @@ import pytest
 from state.clock import ManualClock
 from state.errors import DuplicateIntake, Fenced, StaleJob
 from state.lifecycle import JobEvent, JobState
-from state.store import Store
+from state.store import JobRecord, Store
 from tests.helpers import job_in_state, new_job
 
 
@@ -145,16 +145,9 @@ def test_admission_holds_the_limit_under_concurrent_daemons(cluster: list[Store]
 def test_one_job_per_file_in_a_shared_folder(cluster: list[Store]) -> None:
     a, b, _ = cluster
     key = "toy.png|1234|1700000000000000000"
-    first = a.create_job(
-        source_path="toy.png",
-        data=b"x",
-        media_type="image/png",
-        params={},
-        provider="kling",
-        intake_key=key,
-    )
-    with pytest.raises(DuplicateIntake):
-        b.create_job(
+
+    def record(store: Store) -> JobRecord:
+        return store.create_job(
             source_path="toy.png",
             data=b"x",
             media_type="image/png",
@@ -162,20 +155,16 @@ def test_one_job_per_file_in_a_shared_folder(cluster: list[Store]) -> None:
             provider="kling",
             intake_key=key,
         )
+
+    first = record(a)
+    with pytest.raises(DuplicateIntake):
+        record(b)
     assert len(a.list_jobs()) == 1
     assert b.intake_key_in_place(key) and not b.intake_key_in_place(key + "0")
     # Once its source has been moved aside, the same name, size and time is a new file.
     done = a.update(first.id, first.version, source_done_at=a.clock.now())
     assert done.source_done_at is not None and not b.intake_key_in_place(key)
-    again = b.create_job(
-        source_path="toy.png",
-        data=b"x",
-        media_type="image/png",
-        params={},
-        provider="kling",
-        intake_key=key,
-    )
-    assert again.id != first.id
+    assert record(b).id != first.id
 
 
 def test_finished_work_leaves_its_holder(cluster: list[Store], clock: ManualClock) -> None:
