@@ -105,12 +105,8 @@ class ClusterOps:
             values = {**changes, "updated_at": now, "version": expected_version + 1}
             if self.owner is not None and row["owner"] != self.owner:
                 values.update(owner=self.owner, lease_until=now + self.lease)
-                if (
-                    conn.execute(
-                        CAS_JOB, {"b_id": job_id, "b_version": expected_version, **values}
-                    ).rowcount
-                    != 1
-                ):
+                params = {"b_id": job_id, "b_version": expected_version, **values}
+                if conn.execute(CAS_JOB, params).rowcount != 1:  # version only: a claim
                     raise StaleJob(job_id, expected_version, None)
             else:
                 self._cas(conn, job_id, expected_version, values)
