@@ -176,7 +176,9 @@ def test_three_daemons_one_shared_folder_and_one_killed(pg_url: str, tmp_path: P
                 if t.event == "accepted":
                     accepted[t.daemon_id] += 1
         assert sum(created.values()) == len(images), created
-        assert len(accepted) == 3 and sum(accepted.values()) == len(images), accepted
+        # (the killed one may have had no turn before it was killed)
+        assert len(accepted) >= 2 and sum(accepted.values()) == len(images), accepted
+        assert all(accepted[ids[d.proc.pid]] for d in survivors if d.proc), accepted
         # The killed daemon's unfinished jobs were finished by the others.
         for job_id in held:
             history = store.history(job_id)
@@ -205,15 +207,14 @@ def test_a_daemon_stopped_past_its_lease_is_fenced_when_it_resumes(
         a.signal(signal.SIGSTOP)
         stopped = time.monotonic()
         held_jobs = [j for j in store.live_jobs() if j.owner == a_id]
-        held = {j.id for j in held_jobs}
         # The jobs A had work under way for (a create sent): fenced after the takeover.
-        # (A queued job no create was sent for is anyone's to claim, A's again included.)
+        # (A queued job no create was sent for is anyone's to claim, A's again included:
+        # B may claim, submit and finish those at once.)
         under_way = {j.id for j in held_jobs if j.state != "queued" or j.create_sent_at}
         assert under_way
 
         def taken_over() -> bool:
-            owners = {j.owner for j in store.list_jobs(limit=1000) if j.id in held}
-            return owners == {b_id} or (not store.live_jobs() and a_id not in owners)
+            return all(store.get(job_id).owner != a_id for job_id in under_way)
 
         wait_for(taken_over, 60, "B to take over A's jobs")
         # Not before the lease ran out: 3 s from A's last renewal, at most 1 s before.
@@ -233,10 +234,12 @@ def test_a_daemon_stopped_past_its_lease_is_fenced_when_it_resumes(
         assert_one_create_and_one_video_per_image(
             sim, images, tmp_path / "output", tmp_path / "drop"
         )
-        # After the takeover A wrote nothing to the jobs it had under way.
+        # After the takeover A wrote nothing to the jobs it had under way; B finished them.
         for job_id in under_way:
-            late = [t for t in store.history(job_id) if t.id > mark]
-            assert late and all(t.daemon_id == b_id for t in late), late
+            history = store.history(job_id)
+            late = [t for t in history if t.id > mark]
+            assert all(t.daemon_id == b_id for t in late), late
+            assert (history[-1].to_state, history[-1].daemon_id) == ("succeed", b_id)
         assert sim.stats()["peak_running"] <= 5
 
 
