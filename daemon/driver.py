@@ -61,7 +61,6 @@ class Driver:
     # False while this daemon cannot be sure it still holds its jobs (shared table, lease
     # not renewed in time): no create call is sent then.
     may_act: Callable[[], bool] = lambda: True
-    admission_refused = False  # the cluster-wide in-flight limit said no (last submit)
     shared = False  # other daemons share the table: admission counts the whole table
 
     def __post_init__(self) -> None:
@@ -167,7 +166,6 @@ class Driver:
                 )
         # Recorded before the call, and only within the in-flight limit counted over the
         # whole table (several daemons share the provider account's limit).
-        self.admission_refused = False
         try:
             admitted = await self.store.admit(
                 job.id,
@@ -180,8 +178,7 @@ class Driver:
             log.info("job %s not submitted: %s", short(job.id), exc)
             return None
         if admitted is None:
-            self.admission_refused = True
-            return None
+            raise AdmissionFull(job.id)
         job = admitted
         if not self.may_act():
             log.warning("job %s: lease not renewed in time; create not sent", short(job.id))
@@ -474,6 +471,11 @@ async def _in_thread(fn: Callable[..., Any], *args: Any) -> Any:
     import asyncio
 
     return await asyncio.to_thread(fn, *args)
+
+
+class AdmissionFull(Exception):
+    """The in-flight limit, counted over the whole shared table, is reached: the job stays
+    queued as it was, and the dispatcher's next tick tries again."""
 
 
 def _provider_seconds(task: RemoteTask) -> float | None:

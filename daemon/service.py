@@ -33,7 +33,7 @@ from daemon import files
 from daemon.async_store import AsyncStore
 from daemon.changes import WriteWatch
 from daemon.config import Settings
-from daemon.driver import Driver, short
+from daemon.driver import AdmissionFull, Driver, short
 from daemon.errors import DiskFull
 from daemon.gate import Gate
 from daemon.lock import DatabaseLock
@@ -536,15 +536,18 @@ class Daemon:
             task.add_done_callback(self.step_tasks.discard)
 
     async def _submit(self, job: JobRecord, in_flight: int) -> None:
+        wake = True
         try:
             new = await self.driver.submit(job, in_flight)
             if new is not None and not new.is_final and new.state != JobState.QUEUED:
                 self.schedule(new.id, new.next_action_at)
+        except AdmissionFull:
+            wake = False  # waking the dispatcher now would only be refused again
         except Exception as exc:
             await self._unexpected(job.id, exc, "submission")
         finally:
             self.creating.discard(job.id)
-            if not self.driver.admission_refused:  # full: the next tick tries again
+            if wake:
                 self.dispatch_event.set()
 
     async def _unexpected(self, job_id: str, exc: Exception, what: str) -> None:

@@ -21,10 +21,7 @@ from tests.helpers import png_bytes
 class CrashOn(Executor):
     """Runs calls in-process, but 'dies' on any batch that holds a file named crash*."""
 
-    pools = 0
-
     def __init__(self) -> None:
-        CrashOn.pools += 1
         self.calls: list[list[str]] = []
 
     def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Future[Any]:
