@@ -171,6 +171,7 @@ class Simulator:
         self.creates_by_image: Counter[str] = Counter()
         self.requests: Counter[str] = Counter()
         self.rejected: Counter[str] = Counter()
+        self.unknown_lookups: Counter[str] = Counter()  # ids asked for that name no task
         self.faults_fired: Counter[str] = Counter()
         self.peak_running = 0
         self.answers_held = 0  # creates done but whose answer is being delayed right now
@@ -256,6 +257,7 @@ class Simulator:
                 "creates_by_image": dict(self.creates_by_image),
                 "requests": dict(self.requests),
                 "rejected": dict(self.rejected),
+                "unknown_lookups": dict(self.unknown_lookups),
                 "faults_fired": dict(self.faults_fired),
             }
 
@@ -593,6 +595,8 @@ class _Handler(BaseHTTPRequestHandler):
         sim = self.simulator
         task = self._find(ident)
         if task is None:
+            with sim.lock:
+                sim.unknown_lookups[ident] += 1
             if sim.config.shape == "newapi":
                 return self._send(
                     400, {"code": "task_not_exist", "message": "task_not_exist", "data": None}

@@ -162,7 +162,11 @@ def test_three_daemons_one_shared_folder_and_one_killed(pg_url: str, tmp_path: P
         )
         stats = sim.stats()
         assert stats["peak_running"] <= 5, stats["peak_running"]
-        assert stats["rejected"] == {}
+        # The only refusals: "no such task" when a survivor reconciled a job the killed
+        # daemon had marked as sending but died before its create went out.
+        assert set(stats["rejected"]) <= {"1203"}, stats["rejected"]
+        assert set(stats["unknown_lookups"]) <= held, stats["unknown_lookups"]
+        assert sum(stats["unknown_lookups"].values()) == stats["rejected"].get("1203", 0)
         jobs = store.list_jobs(limit=1000)
         assert len(jobs) == len(images)
         # Spread: whichever daemon records a file (the fastest may record them all), the
