@@ -9,7 +9,7 @@ from contextlib import AbstractContextManager
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, func, insert, or_, select, text, update
+from sqlalchemy import Connection, case, func, insert, literal, or_, select, text, update
 from sqlalchemy.exc import OperationalError
 
 from state.clock import Clock
@@ -116,9 +116,20 @@ class ClusterOps:
         """Claim for this daemon every job that needs a daemon and has none: no holder, or
         a holder whose lease ran out (it died, or stopped answering). Other daemons'
         claims are skipped, not waited for (SKIP LOCKED). The claim moves `version` on,
-        so the old holder's writes match no row. Returns the jobs taken."""
+        so the old holder's writes match no row. Work under way (with the provider, or a
+        download begun) is made due now: it is reconciled at once, as after a crash, not
+        at the time the dead daemon had planned (a begun download's guard is 5 minutes).
+        Returns the jobs taken."""
         assert self.owner is not None
         now = self.clock.now()
+        under_way = [*REMOTE_STATES, JobState.DOWNLOADING.value]
+        due_now = case(
+            (
+                jobs_t.c.state.in_(under_way) & (jobs_t.c.next_action_at > now),
+                literal(now, jobs_t.c.next_action_at.type),  # typed: stored as the column is
+            ),
+            else_=jobs_t.c.next_action_at,
+        )
         claimable = (
             select(jobs_t.c.id)
             .where(
@@ -146,7 +157,10 @@ class ClusterOps:
                 update(jobs_t)
                 .where(jobs_t.c.id.in_(ids))
                 .values(
-                    owner=self.owner, lease_until=now + self.lease, version=jobs_t.c.version + 1
+                    owner=self.owner,
+                    lease_until=now + self.lease,
+                    version=jobs_t.c.version + 1,
+                    next_action_at=due_now,
                 )
             )
             rows = conn.execute(select(*JOB_COLUMNS).where(jobs_t.c.id.in_(ids))).all()

@@ -287,3 +287,39 @@ def test_a_job_whose_daemons_keep_dying_fails_instead_of_travelling(
         assert "last step: download" in (job.error_message or "")
         assert (tmp_path / "drop" / "failed" / "img000.png").is_file()
         assert b.stop() == 0
+
+
+def test_a_download_cut_short_by_a_kill_is_resumed_by_a_running_daemon(
+    pg_url: str, tmp_path: Path
+) -> None:
+    """The job's holder is SIGKILLed while its download hangs; the other daemon, already
+    running, takes the job over when the lease runs out and downloads it at once — not
+    when the dead daemon's guard for the begun download (5 minutes) would have run out."""
+    config = SimConfig(static_keys={KEY}, concurrency=10**6, task_time=(0.0, 0.0))
+    with Simulator(config).start() as sim, ExitStack() as stack:
+        sim.add_fault("download", "slow", delay=30.0)  # the first download hangs
+        daemons = cluster(stack, tmp_path, sim, pg_url, 2)
+        images = drop_images(tmp_path / "staging", tmp_path / "drop", 1)
+        store = open_store(pg_url)
+        stack.callback(store.close)
+        [job] = wait_for(
+            lambda: [j for j in store.live_jobs() if j.state == "downloading"],
+            60,
+            "the download to begin",
+        )
+        ids = daemon_ids(pg_url)
+        [holder] = [d for d in daemons if d.proc and ids[d.proc.pid] == job.owner]
+        [other] = [d for d in daemons if d is not holder]
+        holder.kill()
+        [done] = wait_for(
+            lambda: [j for j in store.list_jobs() if j.state == "succeed" and j.source_done_at],
+            120,  # lease 3 s: taken over within ~4 s; the dead daemon's guard was 300 s
+            "the other daemon to finish the download",
+        )
+        assert other.proc is not None and done.owner is None
+        history = store.history(job.id)
+        assert (history[-1].to_state, history[-1].daemon_id) == ("succeed", ids[other.proc.pid])
+        assert other.stop() == 0
+        assert_one_create_and_one_video_per_image(
+            sim, images, tmp_path / "output", tmp_path / "drop"
+        )

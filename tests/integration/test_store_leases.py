@@ -80,6 +80,33 @@ def test_a_clean_stop_releases_jobs_at_once(cluster: list[Store]) -> None:
     assert {j.id for j in b.take_over()} == ids
 
 
+def test_work_under_way_is_due_at_once_when_taken_over(
+    cluster: list[Store], clock: ManualClock
+) -> None:
+    """A dead daemon's plans are not kept: a begun download (guarded 5 minutes ahead)
+    and a poll planned far ahead are reconciled at once; a queued job's backoff stays."""
+    a, b, _ = cluster
+    later = clock.now() + timedelta(seconds=300)
+    downloading = job_in_state(a, JobState.DOWNLOADING, "d.png")
+    downloading = a.update(downloading.id, downloading.version, next_action_at=later)
+    polling = job_in_state(a, JobState.PROCESSING, "p.png")
+    polling = a.update(polling.id, polling.version, next_action_at=later)
+    overdue = job_in_state(a, JobState.SUBMITTED, "o.png")
+    overdue = a.update(overdue.id, overdue.version, next_action_at=clock.now())
+    backing_off = new_job(a, "q.png")
+    backing_off = a.update(backing_off.id, backing_off.version, next_action_at=later)
+    clock.advance(31)
+    taken = {j.id: j.next_action_at for j in b.take_over()}
+    now = clock.now()
+    assert taken == {
+        downloading.id: now,
+        polling.id: now,
+        overdue.id: overdue.next_action_at,
+        backing_off.id: later,
+    }
+    assert b.get(downloading.id).next_action_at == now
+
+
 def test_concurrent_takeovers_split_the_jobs_without_overlap(
     cluster: list[Store], clock: ManualClock
 ) -> None:
