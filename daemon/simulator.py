@@ -17,6 +17,7 @@ import base64
 import binascii
 import contextlib
 import hashlib
+import heapq
 import io
 import json
 import logging
@@ -165,6 +166,9 @@ class Simulator:
         self.lock = threading.RLock()
         self.rng = random.Random(self.config.seed)
         self.tasks: dict[str, SimTask] = {}
+        # Tasks not yet ended, by end time: counting running tasks must not scan every task
+        # ever created (it is done twice per create).
+        self._unended: list[tuple[float, str]] = []
         self.by_external: dict[str, str] = {}
         self.faults: list[Fault] = []
         self.creates_by_external: Counter[str] = Counter()
@@ -270,9 +274,13 @@ class Simulator:
         return "submitted" if elapsed < min(0.5, task.run_for * 0.1) else "processing"
 
     def running(self) -> int:
-        return sum(
-            1 for t in self.tasks.values() if self.status_of(t) in ("submitted", "processing")
-        )
+        with self.lock:
+            while self._unended:
+                task = self.tasks[self._unended[0][1]]
+                if self.clock() - task.created_mono < task.run_for:
+                    break
+                heapq.heappop(self._unended)
+            return len(self._unended)
 
     def video_bytes(self, task_id: str) -> bytes:
         # The same real MP4 for every task, made unique by a trailing `free` box that
@@ -548,6 +556,7 @@ class _Handler(BaseHTTPRequestHandler):
                 fail_message,
             )
             sim.tasks[task_id] = task
+            heapq.heappush(sim._unended, (task.created_mono + run_for, task_id))
             if external:
                 sim.by_external[external] = task_id
                 sim.creates_by_external[external] += 1

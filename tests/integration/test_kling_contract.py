@@ -360,6 +360,27 @@ def test_simulator_time_scale_and_peak(sim: Simulator) -> None:
     assert sim.stats()["peak_running"] == 1
 
 
+def test_simulator_concurrency_limit_follows_task_ends() -> None:
+    now = [1000.0]
+    config = SimConfig(static_keys={KEY}, concurrency=2, task_time=(10, 10))
+    with Simulator(config, clock=lambda: now[0]).start() as s:
+        c = client(s)
+        first = run(c.create(DEFAULT_PARAMS, image=png_bytes(), external_task_id="a"))
+        now[0] += 5
+        run(c.create(DEFAULT_PARAMS, image=png_bytes(), external_task_id="b"))
+        with pytest.raises(errors.ConcurrencyLimited):
+            run(c.create(DEFAULT_PARAMS, image=png_bytes(), external_task_id="c"))
+        now[0] += 5  # "a" has just ended (10 s), "b" runs until 1015
+        assert run(c.query(first.task_id)).status is RemoteStatus.DONE
+        run(c.create(DEFAULT_PARAMS, image=png_bytes(), external_task_id="c"))
+        with pytest.raises(errors.ConcurrencyLimited):
+            run(c.create(DEFAULT_PARAMS, image=png_bytes(), external_task_id="d"))
+        now[0] += 20
+        assert s.stats()["running"] == 0 and s.stats()["peak_running"] == 2
+        run(c.create(DEFAULT_PARAMS, image=png_bytes(), external_task_id="d"))
+        assert s.stats()["running"] == 1
+
+
 def test_simulator_cli_help() -> None:
     import subprocess
     import sys
