@@ -250,10 +250,9 @@ def test_cancel_and_retry_act_on_a_running_daemon(tmp_path: Path, slow_sim: Simu
         )
         r = dropreel(d.db, "cancel", job.id[:8])
         assert r.code == 0 and "cancelled" in r.out, r
-        cancelled_at = time.monotonic()
-        # The daemon acts on it: the source moves aside and polling stops.
-        wait_for(lambda: (d.drop / "failed" / "slow.png").exists(), 3, "the source moved aside")
-        assert time.monotonic() - cancelled_at < 3
+        # The daemon acts on it (it sees the write on its next tick, 0.2 s here; the bound is for a
+        # loaded machine): the source moves aside and polling stops.
+        wait_for(lambda: (d.drop / "failed" / "slow.png").exists(), 20, "the source moved aside")
         queries = slow_sim.stats()["requests"].get("query", 0)
         time.sleep(1.5)  # several poll intervals (poll_max 2 s): none may come
         assert slow_sim.stats()["requests"].get("query", 0) <= queries + 1
@@ -263,7 +262,7 @@ def test_cancel_and_retry_act_on_a_running_daemon(tmp_path: Path, slow_sim: Simu
         # Retry: the running daemon adopts the remote task it left, no second create.
         r = dropreel(d.db, "retry", job.id[:8])
         assert r.code == 0 and "attempt 2" in r.out, r
-        wait_for(lambda: d.jobs()[0].state != "queued", 3, "the daemon to take the retry")
+        wait_for(lambda: d.jobs()[0].state != "queued", 20, "the daemon to take the retry")
         [job] = d.wait_jobs(lambda js: js[0].state == "succeed", what="the retried job")
         assert slow_sim.stats()["creates"] == 1
         assert (d.output / "slow.mp4").is_file()
