@@ -18,7 +18,12 @@ from tests.bench import bench_store, scenarios
 FULL: dict[str, list[dict[str, Any]]] = {
     "burst_ingest": [{"n": 1000}, {"n": 10000}],
     "life_cycle": [{"n": 500}, {"n": 2000}],
-    "http_floor": [{"n": 2000, "concurrency": 8}, {"n": 2000, "concurrency": 200}],
+    "http_floor": [
+        {"n": 2000, "concurrency": 8},
+        {"n": 2000, "concurrency": 200},
+        {"n": 2000, "concurrency": 1, "client": "httpx-async"},
+        {"n": 2000, "concurrency": 1, "client": "httpx-sync"},
+    ],
     "poll_economy": [{"n": 50, "scale": 0.1}, {"n": 200, "scale": 0.1}],
     "recovery": [{"n": 1000}, {"n": 10000}],
     "idle": [{"seconds": 60.0}],
@@ -28,7 +33,11 @@ FULL: dict[str, list[dict[str, Any]]] = {
 SMOKE: dict[str, list[dict[str, Any]]] = {
     "burst_ingest": [{"n": 20}],
     "life_cycle": [{"n": 20, "in_flight": 10}],
-    "http_floor": [{"n": 20, "concurrency": 4}],
+    "http_floor": [
+        {"n": 20, "concurrency": 4},
+        {"n": 20, "concurrency": 2, "client": "httpx-async"},
+        {"n": 20, "concurrency": 2, "client": "httpx-sync"},
+    ],
     "poll_economy": [{"n": 5, "scale": 0.005}],
     "recovery": [{"n": 50, "in_flight": 10}],
     "idle": [{"seconds": 3.0}],
@@ -70,7 +79,9 @@ TABLE = [
     ("life_cycle", "jobs", "jobs_per_second", "jobs/s", ">= 300"),
     ("life_cycle", "jobs", "http_calls_per_job", "HTTP calls/job", ""),
     ("life_cycle", "jobs", "db_transactions_per_job", "DB transactions/job", ""),
-    ("http_floor", "concurrency", "jobs_per_second", "jobs/s, HTTP only (floor)", ""),
+    ("http_floor", "client", "jobs_per_second", "jobs/s, HTTP only (floor)", ""),
+    ("http_floor", "client", "client_cpu_ms_per_job", "client CPU ms/job", ""),
+    ("http_floor", "client", "simulator_cpu_ms_per_job", "simulator CPU ms/job", ""),
     ("cluster_life_cycle", "daemons", "jobs_per_second", "jobs/s on PostgreSQL", ""),
     ("poll_economy", "jobs", "ratio_to_ideal", "status calls / ideal", "<= 1.5"),
     ("poll_economy", "jobs", "status_calls_per_job", "status calls/job", ""),

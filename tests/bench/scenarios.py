@@ -345,9 +345,9 @@ def idle(seconds: float = 60.0) -> dict[str, Any]:
 # -- 2b. the HTTP floor under the life cycle ---------------------------------------------
 
 
-def http_floor(n: int, concurrency: int = 200) -> dict[str, Any]:
-    """create + query + download per job through KlingClient in a separate process, with
-    nothing else: the most a daemon on this client and machine could do (see http_floor)."""
+def http_floor(n: int, concurrency: int = 200, client: str = "kling") -> dict[str, Any]:
+    """create + query + download per job in a separate process, with nothing else: the
+    most a daemon on that client and this machine could do (see tests/bench/http_floor)."""
     import subprocess
     import sys
 
@@ -355,7 +355,8 @@ def http_floor(n: int, concurrency: int = 200) -> dict[str, Any]:
     sim = SimConfig(static_keys={KEY}, task_time=(0.0, 0.0), concurrency=10**6)
     try:
         with Simulator(sim).start() as simulator:
-            args = [simulator.base_url, KEY, str(n), str(concurrency), str(out)]
+            args = [simulator.base_url, KEY, str(n), str(concurrency), str(out), client]
+            sim_cpu = time.process_time()  # this process does little else than simulate
             done = subprocess.run(
                 [sys.executable, "-m", "tests.bench.http_floor", *args],
                 capture_output=True,
@@ -363,11 +364,16 @@ def http_floor(n: int, concurrency: int = 200) -> dict[str, Any]:
                 timeout=900,
                 check=True,
             )
+            sim_cpu = time.process_time() - sim_cpu
             calls = sum(simulator.stats()["requests"].values())
     finally:
         shutil.rmtree(out, ignore_errors=True)
     figures: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
-    figures.update(concurrency=concurrency, http_calls_per_job=round(calls / n, 2))
+    figures.update(
+        concurrency=concurrency,
+        http_calls_per_job=round(calls / n, 2),
+        simulator_cpu_ms_per_job=round(sim_cpu * 1000 / n, 2),
+    )
     return figures
 
 

@@ -25,8 +25,11 @@ def test_benchmarks_run_at_smoke_size(tmp_path: Path) -> None:
     [cycle] = data["life_cycle"]
     assert cycle["duplicate_creates"] == 0 and cycle["calls"]["create"] == 20
     assert cycle["http_calls_per_job"] >= 3 and cycle["db_transactions_per_job"] > 1
-    [floor] = data["http_floor"]
-    assert floor["jobs"] == 20 and floor["http_calls_per_job"] == 3 and floor["jobs_per_second"] > 0
+    floors = data["http_floor"]
+    assert [f["client"] for f in floors] == ["kling", "httpx-async", "httpx-sync"]
+    for floor in floors:
+        assert floor["jobs"] == 20 and floor["http_calls_per_job"] == 3
+        assert floor["jobs_per_second"] > 0 and floor["client_cpu_ms_per_job"] > 0
     [poll] = data["poll_economy"]
     assert poll["status_calls_per_job"] >= 1 and poll["ideal_calls_per_job"] >= 1
     [rec] = data["recovery"]
