@@ -277,6 +277,7 @@ class Simulator:
         with self.lock:
             while self._unended:
                 task = self.tasks[self._unended[0][1]]
+                # status_of's own test, so both always agree on whether a task has ended
                 if self.clock() - task.created_mono < task.run_for:
                     break
                 heapq.heappop(self._unended)
