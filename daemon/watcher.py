@@ -276,9 +276,10 @@ class Intake:
         ) != after.st_size:
             self.notice(path)  # still being written after all: settle again
             return
-        if self.shared and await self.store.intake_key_in_place(self.intake_key(key, st)):
+        ikey = self.intake_key(key, st)
+        if self.shared and await self.store.intake_key_in_place(ikey):
             # Another daemon watching this folder got there first: spare the decode.
-            raise DuplicateIntake(self.intake_key(key, st))
+            raise DuplicateIntake(ikey)
         rel = PurePosixPath(key)
         preset = preset_of(rel)
         try:
@@ -313,7 +314,7 @@ class Intake:
                 params=params,
                 provider=self.provider_name,
                 detail=detail,
-                intake_key=self.intake_key(key, st),
+                intake_key=ikey,
                 dedupe_states=DEDUPE_STATES,
                 drop_folder=str(self.drop),
             )
@@ -321,7 +322,7 @@ class Intake:
         if isinstance(result, Existing):
             other = result.job
             if other.source_path == key and other.source_done_at is None:
-                raise DuplicateIntake(self.intake_key(key, st))
+                raise DuplicateIntake(ikey)
             await self._skip_duplicate(key, st, other)
             return
         job = result
